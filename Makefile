@@ -1,0 +1,24 @@
+# All set-up happens here: a fresh machine needs only python3 (3.10+) and these targets.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: setup run test bench
+
+$(VENV)/.installed: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $@
+
+setup: $(VENV)/.installed
+
+# The main job with its embedded defaults (the reranker on 127.0.0.1:8000, default judge model).
+run: setup
+	$(BIN)/lref serve
+
+test: setup
+	$(BIN)/pytest -q
+
+bench: setup
+	$(BIN)/python bench/rerank_speed.py

@@ -1,0 +1,33 @@
+"""The interface every judge backend implements, so the service does not care which one runs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping, Protocol, Sequence
+
+import torch
+
+from ..core import Level, PromptFormat
+
+Product = str | Mapping[str, object]
+
+
+@dataclass(frozen=True)
+class ScoreJob:
+    """One query and the products to judge for it."""
+
+    query: str
+    products: Sequence[Product]
+
+
+class JudgeBackend(Protocol):
+    prompt: PromptFormat
+    name: str
+
+    def label_probs(self, jobs: Sequence[ScoreJob]) -> list[torch.Tensor]:
+        """Per job a float32 [len(products), n_labels] tensor of label probabilities (scheme order)."""
+        ...
+
+    def reasoning(self, query: str, product: Product, level: Level, max_new_tokens: int) -> str:
+        """A short rationale generated after the given label token (answer-first)."""
+        ...

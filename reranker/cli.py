@@ -1,0 +1,165 @@
+"""`lref`: the project's command line."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .core import TIERS, SchemeError, TierPolicy, load_scheme
+from .core.prompt import PromptError
+from .models.loading import ModelLoadError
+from .service.config import ServiceConfig
+
+app = typer.Typer(help="LLM relevance judging for e-commerce search on OpenSearch.", no_args_is_help=True)
+err = Console(stderr=True)
+
+
+def fail(message: str) -> None:
+    """One clear line and exit code 2: how every bad-input error leaves the CLI."""
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+def parse_tier_map(spec: str | None, scheme_name: str) -> dict[str, str]:
+    """'4=Good,3=Good,2=Mid,1=Bad' (level tokens or names) -> {level name: tier}."""
+    if not spec:
+        return {}
+    scheme = load_scheme(scheme_name)
+    out = {}
+    for item in spec.split(","):
+        key, sep, tier = item.partition("=")
+        if not sep or tier.strip() not in TIERS:
+            raise SchemeError(f"tier map item {item!r} must look like LEVEL=TIER with TIER in {TIERS}")
+        out[scheme.level(key.strip()).name] = tier.strip()
+    return out
+
+
+def build_config(
+    model: str, adapter: Optional[str], dtype: str, device: str, backend: str, scheme: str,
+    beta: float, tier_map: Optional[str], min_tier: str, order: str, **extra,
+) -> ServiceConfig:
+    policy = TierPolicy(beta=beta, tier_map=parse_tier_map(tier_map, scheme), min_tier=min_tier, order_within_tier=order)
+    policy.validate(load_scheme(scheme))
+    return ServiceConfig(
+        model=model, adapter=adapter, dtype=dtype, device=device, backend=backend, scheme=scheme, policy=policy, **extra
+    )
+
+
+_model_opts = dict(
+    model=typer.Option("default", help="'default' (SmolLM2-135M-Instruct from PyPI), a local HF dir, a .gguf file or a hub id"),
+    adapter=typer.Option(None, help="LoRA adapter dir merged into the model at load"),
+    dtype=typer.Option("auto", help="auto | float32 | bfloat16 | float16"),
+    device=typer.Option("auto", help="auto | cpu | cuda"),
+    backend=typer.Option("transformers", help="transformers | vllm (GPU, optional extra)"),
+    scheme=typer.Option("four_level", help="four_level | binary | esci | path to a scheme JSON"),
+    beta=typer.Option(0.5, help="CumPT threshold: level = max{c : sum_{j>=c} P_j >= beta}"),
+    tier_map=typer.Option(None, help="LEVEL=TIER,... e.g. 4=Good,3=Good,2=Mid,1=Bad (default: the scheme's)"),
+    min_tier=typer.Option("Mid", help="lowest tier that is kept: Good | Mid | Bad"),
+    order=typer.Option("expected", help="order within a tier: expected (relevance) | retrieval (original order)"),
+)
+
+
+@app.command()
+def serve(
+    model: str = _model_opts["model"],
+    adapter: Optional[str] = _model_opts["adapter"],
+    dtype: str = _model_opts["dtype"],
+    device: str = _model_opts["device"],
+    backend: str = _model_opts["backend"],
+    scheme: str = _model_opts["scheme"],
+    beta: float = _model_opts["beta"],
+    tier_map: Optional[str] = _model_opts["tier_map"],
+    min_tier: str = _model_opts["min_tier"],
+    order: str = _model_opts["order"],
+    host: str = typer.Option("127.0.0.1", help="bind address (loopback by default)"),
+    port: int = typer.Option(8000),
+    api_key_file: Optional[str] = typer.Option(None, help="file holding the API key clients must send (or env LREF_API_KEY)"),
+    max_batch_pairs: int = typer.Option(256, help="pairs merged from concurrent requests into one scoring call"),
+    max_wait_ms: float = typer.Option(5.0, help="how long a request waits for others to join its batch"),
+    max_documents: int = typer.Option(1000, help="most documents one request may carry"),
+) -> None:
+    """Start the reranker service (FastAPI)."""
+    import os
+
+    import uvicorn
+
+    from .service.app import create_app
+
+    api_key = os.environ.get("LREF_API_KEY") or None
+    try:
+        if api_key_file:
+            api_key = open(api_key_file).read().strip() or None
+        config = build_config(
+            model, adapter, dtype, device, backend, scheme, beta, tier_map, min_tier, order,
+            host=host, port=port, api_key=api_key, max_batch_pairs=max_batch_pairs,
+            max_wait_ms=max_wait_ms, max_documents=max_documents,
+        )
+    except (OSError, SchemeError) as exc:
+        fail(str(exc))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    server: uvicorn.Server | None = None
+
+    def stop_serving(_: str) -> None:
+        server.should_exit = True  # a server without a model must not pretend to be up
+
+    application = create_app(config, on_load_failure=stop_serving)
+    server = uvicorn.Server(uvicorn.Config(application, host=host, port=port, log_level="info"))
+    server.run()
+    if application.state.lref.load_error:
+        fail(f"model failed to load: {application.state.lref.load_error}")
+
+
+@app.command()
+def score(
+    query: str = typer.Argument(..., help="the search query"),
+    titles: list[str] = typer.Argument(..., help="product titles to judge"),
+    model: str = _model_opts["model"],
+    adapter: Optional[str] = _model_opts["adapter"],
+    dtype: str = _model_opts["dtype"],
+    device: str = _model_opts["device"],
+    backend: str = _model_opts["backend"],
+    scheme: str = _model_opts["scheme"],
+    beta: float = _model_opts["beta"],
+    tier_map: Optional[str] = _model_opts["tier_map"],
+    min_tier: str = _model_opts["min_tier"],
+    order: str = _model_opts["order"],
+) -> None:
+    """Judge a few titles for one query and print levels and tiers."""
+    from .backends import ScoreJob, build_backend
+    from .core import judge_all
+
+    if not query.strip():
+        fail("query must not be empty")
+    try:
+        config = build_config(model, adapter, dtype, device, backend, scheme, beta, tier_map, min_tier, order)
+        judge = build_backend(config)
+    except (SchemeError, ModelLoadError, PromptError) as exc:
+        fail(str(exc))
+    probs = judge.label_probs([ScoreJob(query, titles)])[0]
+    judgments = judge_all(judge.prompt.scheme, config.policy, probs.tolist())
+    table = Table(title=f"query: {query}")
+    table.add_column("#", justify="right")
+    table.add_column("title")
+    for lv in judge.prompt.scheme.levels:
+        table.add_column(f"P({lv.token})", justify="right")
+    table.add_column("level")
+    table.add_column("tier")
+    table.add_column("kept")
+    for i, (title, j) in enumerate(zip(titles, judgments)):
+        table.add_row(
+            str(i), title, *[f"{p:.3f}" for p in j.probs.values()], j.level.name, j.tier, "yes" if j.keep else "no"
+        )
+    Console().print(table)
+
+
+def main() -> None:  # pragma: no cover - console entry point alias
+    app(prog_name="lref")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

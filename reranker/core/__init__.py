@@ -1,0 +1,16 @@
+"""The relevance core: labels, prompt, answer-first targets, label-token scoring and CumPT.
+
+Training and serving both import from here, so a prompt means the same tokens everywhere.
+"""
+
+from .labels import TIERS, LabelScheme, Level, SchemeError, builtin_schemes, load_scheme
+from .prompt import DEFAULT_PRODUCT_FIELDS, TITLE_FIELDS, EncodedPair, PromptError, PromptFormat, default_instruction, product_text
+from .scoring import LabelHead, label_probs_from_logits
+from .tiering import Judgment, TierPolicy, cumpt_index, judge, judge_all, keeps, tier_from_score, tier_rank
+
+__all__ = [
+    "TIERS", "LabelScheme", "Level", "SchemeError", "builtin_schemes", "load_scheme",
+    "DEFAULT_PRODUCT_FIELDS", "TITLE_FIELDS", "EncodedPair", "PromptError", "PromptFormat", "default_instruction", "product_text",
+    "LabelHead", "label_probs_from_logits",
+    "Judgment", "TierPolicy", "cumpt_index", "judge", "judge_all", "keeps", "tier_from_score", "tier_rank",
+]

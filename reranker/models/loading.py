@@ -1,0 +1,138 @@
+"""Load a judge model: a local HF dir, an HF hub id, a GGUF file or the embedded default; plus an optional LoRA adapter."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "default"
+
+
+class ModelLoadError(RuntimeError):
+    """The model could not be found or loaded; the message says what to fix."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    model: str = DEFAULT_MODEL  # "default", a local HF dir, a hub id, or a .gguf file
+    adapter: str | None = None  # a PEFT (LoRA) adapter dir, merged into the base at load
+    dtype: str = "auto"  # auto | float32 | bfloat16 | float16
+    device: str = "auto"  # auto | cpu | cuda[:N]
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("LREF_CACHE", Path.home() / ".cache" / "lref"))
+
+
+def pick_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def _cpu_has_fast_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def pick_dtype(dtype: str, device: str) -> torch.dtype:
+    """bf16 where the hardware runs it natively; on a CPU without bf16 instructions fp32 is faster
+    (measured: see docs/benchmarks.md)."""
+    if dtype != "auto":
+        try:
+            return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+        except KeyError:
+            raise ModelLoadError(f"unknown dtype {dtype!r}: use auto, float32, bfloat16 or float16") from None
+    if device.startswith("cuda"):
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if _cpu_has_fast_bf16() else torch.float32
+
+
+def convert_gguf(gguf_path: Path, out_dir: Path) -> Path:
+    """Dequantize a GGUF checkpoint once into a normal HF model dir (transformers reads GGUF natively)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if (out_dir / "config.json").is_file():
+        return out_dir
+    log.info("converting %s into %s (once)", gguf_path, out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=".convert-"))
+    try:
+        kw = {"gguf_file": gguf_path.name}
+        tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, **kw)
+        model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, dtype=torch.float32, **kw)
+        # The weights are dequantized in memory; drop the GGUF quantization marker so the dir loads as plain HF.
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.hf_quantizer = None
+        model.save_pretrained(work)
+        tokenizer.save_pretrained(work)
+        work.rename(out_dir)  # atomic: a half-written dir is never mistaken for a converted one
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return out_dir
+
+
+def gguf_cache_dir(gguf_path: Path) -> Path:
+    stat = gguf_path.stat()
+    key = hashlib.sha256(f"{gguf_path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    return cache_dir() / "models" / f"{gguf_path.stem}-{key}"
+
+
+def resolve_model_path(model: str) -> str:
+    """Turn a model spec into something from_pretrained takes (a dir or a hub id)."""
+    if model == DEFAULT_MODEL:
+        from .default_model import default_model_dir
+
+        return str(default_model_dir())
+    path = Path(model).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise ModelLoadError(f"GGUF file not found: {path}")
+        return str(convert_gguf(path, gguf_cache_dir(path)))
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise ModelLoadError(f"{path} is not a Hugging Face model dir (no config.json)")
+        return str(path)
+    if model.count("/") == 1 and not model.startswith((".", "/")):
+        return model  # a hub id, for users who are online
+    raise ModelLoadError(f"model {model!r} is neither 'default', a local dir, a .gguf file nor a hub id (owner/name)")
+
+
+def load_model(spec: ModelSpec):
+    """-> (model in eval mode, tokenizer, device). Merges a LoRA adapter when given."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    device = pick_device(spec.device)
+    dtype = pick_dtype(spec.dtype, device)
+    path = resolve_model_path(spec.model)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+        tokenizer_src = path
+        if spec.adapter:
+            from peft import PeftModel
+
+            if not Path(spec.adapter, "adapter_config.json").is_file():
+                raise ModelLoadError(f"adapter dir {spec.adapter} has no adapter_config.json")
+            model = PeftModel.from_pretrained(model, spec.adapter).merge_and_unload()
+            if Path(spec.adapter, "tokenizer_config.json").is_file():
+                tokenizer_src = spec.adapter
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_src)
+    except ModelLoadError:
+        raise
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"could not load model {spec.model!r}: {exc}") from exc
+    model.to(device).eval()
+    return model, tokenizer, device

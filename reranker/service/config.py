@@ -1,0 +1,42 @@
+"""Everything the reranker service can be told, with the embedded defaults."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..core import DEFAULT_PRODUCT_FIELDS, TierPolicy
+from ..models.loading import DEFAULT_MODEL, ModelSpec
+
+
+@dataclass
+class ServiceConfig:
+    # model
+    model: str = DEFAULT_MODEL
+    adapter: str | None = None
+    dtype: str = "auto"
+    device: str = "auto"
+    backend: str = "transformers"  # transformers | vllm
+    # labels, prompt, tiering
+    scheme: str = "four_level"
+    product_fields: tuple[str, ...] = DEFAULT_PRODUCT_FIELDS
+    max_query_tokens: int = 64
+    max_doc_tokens: int = 256
+    policy: TierPolicy = field(default_factory=TierPolicy)
+    # batching
+    max_batch_pairs: int = 256  # pairs gathered from concurrent requests into one scoring call
+    max_wait_ms: float = 5.0  # how long the first request waits for company
+    max_batch_tokens: int = 8192  # padded tokens per forward pass
+    prefix_reuse: bool = True
+    # limits (bad input gets a 4xx, never a 500)
+    max_documents: int = 1000
+    max_query_chars: int = 2000
+    max_doc_chars: int = 20000  # longer text is cut before tokenizing; tokens are then cut to max_doc_tokens
+    max_body_bytes: int = 16 * 1024 * 1024
+    # security
+    api_key: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+    @property
+    def model_spec(self) -> ModelSpec:
+        return ModelSpec(model=self.model, adapter=self.adapter, dtype=self.dtype, device=self.device)

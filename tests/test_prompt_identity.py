@@ -1,0 +1,68 @@
+"""One relevance core: a training row and a served request produce identical prompt tokens."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from reranker.backends import ScoreJob, build_backend
+from reranker.core import label_probs_from_logits
+from reranker.service.config import ServiceConfig
+from training.rows import sft_row
+
+
+@pytest.fixture(scope="module")
+def backend(tiny_model_dir):
+    return build_backend(ServiceConfig(model=str(tiny_model_dir), max_doc_tokens=40))
+
+
+PRODUCT = {"title": "DeWalt 20V cordless drill", "brand": "DeWalt", "category": "power tools"}
+
+
+def test_training_row_and_served_request_have_identical_prompt_tokens(backend):
+    prompt = backend.prompt
+    row = sft_row(prompt, "cordless drill", PRODUCT, "Excellent", "it is a cordless drill")
+    served = prompt.query_ids("cordless drill") + prompt.doc_ids(PRODUCT)  # the pieces the server feeds
+    assert row["input_ids"][: row["prompt_len"]] == served
+    # answer-first: the first completion token is the label token, and only the completion is trained on
+    assert row["input_ids"][row["prompt_len"]] == prompt.label_token_ids[0]
+    assert row["completion_mask"] == [0] * row["prompt_len"] + [1] * (len(row["input_ids"]) - row["prompt_len"])
+    assert row["input_ids"][-1] == prompt.eos_token_id
+    text = prompt.tokenizer.decode(served)
+    assert "Query: cordless drill" in text and "Title: DeWalt 20V cordless drill" in text and "Brand: DeWalt" in text
+    assert text.endswith("<|im_start|>assistant\n")
+
+
+def test_served_probabilities_equal_a_full_forward_on_the_training_prompt(backend):
+    """Prefix reuse, length batching and padding must not change what the model sees."""
+    jobs = [
+        ScoreJob("cordless drill", [PRODUCT, "garden hose 50 ft", "white paint " * 30]),
+        ScoreJob("white paint", ["one gallon white interior paint", PRODUCT]),
+    ]
+    served = backend.label_probs(jobs)
+    for job, probs in zip(jobs, served):
+        for product, got in zip(job.products, probs):
+            row = sft_row(backend.prompt, job.query, product, "Irrelevant")
+            ids = torch.tensor([row["input_ids"][: row["prompt_len"]]])
+            with torch.no_grad():
+                logits = backend.model(ids).logits[:, -1]
+            want = label_probs_from_logits(logits, backend.prompt.label_token_ids)[0]
+            torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+
+
+def test_without_prefix_reuse_gives_the_same_probabilities(tiny_model_dir, backend):
+    plain = build_backend(ServiceConfig(model=str(tiny_model_dir), max_doc_tokens=40, prefix_reuse=False))
+    jobs = [ScoreJob("drill", ["drill battery", "hose", PRODUCT]), ScoreJob("paint", ["paint gallon"])]
+    for a, b in zip(backend.label_probs(jobs), plain.label_probs(jobs)):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    assert plain.tokens_processed > 0
+
+
+def test_long_documents_lose_their_own_tokens_never_the_template(backend):
+    prompt = backend.prompt
+    short = prompt.doc_ids("drill")
+    long = prompt.doc_ids("drill " * 500)
+    tail = prompt.doc_ids("")[-3:]
+    assert len(long) == prompt.max_doc_tokens + (len(short) - len(prompt._encode("Title: drill")))
+    assert long[-3:] == tail == short[-3:]
+    assert prompt.query_ids("q " * 500)[-len(prompt._mid):] == prompt._mid

@@ -1,0 +1,158 @@
+"""The reranker service over real HTTP: a `lref serve` process with the tiny judge."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+
+from reranker.core import tier_from_score
+
+DOCS = ["DeWalt cordless drill with battery", "garden hose 50 ft", "white interior paint", "drill bits set", "x"]
+
+
+def post(server, path, body=None, **kw):
+    return httpx.post(server.url + path, json=body, timeout=60, **kw)
+
+
+def assert_json_error(resp, status):
+    assert resp.status_code == status, resp.text
+    assert resp.headers["content-type"].startswith("application/json")
+    body = resp.json()
+    assert isinstance(body["error"], str) and body["error"]
+    assert "Traceback" not in resp.text
+    return body["error"]
+
+
+def test_health_metrics_and_openapi(server):
+    assert httpx.get(server.url + "/health").json()["status"] == "ready"
+    spec = httpx.get(server.url + "/openapi.json").json()
+    assert {"/v1/rerank", "/v1/classify", "/health", "/metrics"} <= set(spec["paths"])
+    post(server, "/v1/rerank", {"query": "drill", "documents": DOCS[:2]})
+    metrics = httpx.get(server.url + "/metrics").text
+    assert "lref_model_ready 1.0" in metrics
+    assert 'lref_requests_total{endpoint="/v1/rerank",status="200"}' in metrics
+    assert "lref_documents_total" in metrics and "lref_batch_pairs_bucket" in metrics
+
+
+def test_rerank_scores_every_document_in_cohere_form(server):
+    resp = post(server, "/v1/rerank", {"query": "cordless drill", "documents": DOCS, "model": "ignored"})
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    results = body["results"]
+    # What ML Commons' connector.post_process.cohere.rerank reads: an int index and a float score per document.
+    assert sorted(r["index"] for r in results) == list(range(len(DOCS)))
+    assert all(isinstance(r["index"], int) and isinstance(r["relevance_score"], float) for r in results)
+    assert '"relevance_score":' in resp.text and body["meta"]["api_version"]["version"] == "1"
+    scores = [r["relevance_score"] for r in results]
+    assert scores == sorted(scores, reverse=True)
+    for r in results:  # the score encodes the tier, so sorting by it gives tier order
+        assert tier_from_score(r["relevance_score"]) == r["tier"]
+        assert r["keep"] == (r["tier"] != "Bad")
+    assert len({r["relevance_score"] for r in results}) > 1
+
+
+def test_rerank_top_n_and_return_documents(server):
+    full = post(server, "/v1/rerank", {"query": "drill", "documents": DOCS}).json()["results"]
+    top = post(server, "/v1/rerank", {"query": "drill", "documents": DOCS, "top_n": 2, "return_documents": True})
+    results = top.json()["results"]
+    assert [r["index"] for r in results] == [r["index"] for r in full[:2]]
+    assert results[0]["document"] == {"text": DOCS[results[0]["index"]]}
+
+
+def test_object_documents_use_their_fields(server):
+    docs = [{"title": "cordless drill", "brand": "DeWalt"}, {"title": "cordless drill", "brand": "Ryobi"}]
+    results = post(server, "/v1/classify", {"query": "dewalt drill", "documents": docs}).json()["results"]
+    assert results[0]["probabilities"] != results[1]["probabilities"]
+    only_title = post(server, "/v1/classify", {"query": "dewalt drill", "documents": docs, "rank_fields": ["title"]})
+    a, b = only_title.json()["results"]
+    assert a["probabilities"] == pytest.approx(b["probabilities"], abs=1e-6)
+
+
+def test_classify_fields_and_reasoning_only_when_asked(server):
+    body = post(server, "/v1/classify", {"query": "cordless drill", "documents": DOCS[:3]}).json()
+    assert body["scheme"] == "four_level" and body["beta"] == 0.5 and body["min_tier"] == "Mid"
+    for i, r in enumerate(body["results"]):
+        assert r["index"] == i
+        assert set(r["probabilities"]) == {"Excellent", "Related", "Mismatch", "Irrelevant"}
+        assert sum(r["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
+        assert r["label"] in r["probabilities"] and r["tier"] in ("Good", "Mid", "Bad")
+        assert 1.0 <= r["expected_relevance"] <= 4.0
+        assert r["reasoning"] is None
+    asked = post(server, "/v1/classify", {"query": "drill", "documents": DOCS[:1], "reasoning": True,
+                                          "max_reasoning_tokens": 5}).json()["results"][0]
+    assert isinstance(asked["reasoning"], str)
+    strict = post(server, "/v1/classify", {"query": "cordless drill", "documents": DOCS[:3], "beta": 1.0}).json()
+    assert all(r["label"] == "Irrelevant" and not r["keep"] for r in strict["results"])  # beta=1 -> lowest level
+
+
+def test_concurrent_requests_share_forward_passes_and_match_sequential(server):
+    queries = [f"cordless drill {i}" for i in range(12)]
+    sequential = [post(server, "/v1/classify", {"query": q, "documents": DOCS}).json() for q in queries]
+
+    async def burst():
+        async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
+            return await asyncio.gather(*[client.post("/v1/classify", json={"query": q, "documents": DOCS}) for q in queries])
+
+    concurrent = [r.json() for r in asyncio.run(burst())]
+    for a, b in zip(sequential, concurrent):
+        for ra, rb in zip(a["results"], b["results"]):
+            assert ra["probabilities"] == pytest.approx(rb["probabilities"], abs=1e-5)
+    metrics = httpx.get(server.url + "/metrics").text
+    merged = [line for line in metrics.splitlines() if line.startswith('lref_batch_requests_bucket{le="1.0"}')]
+    count = [line for line in metrics.splitlines() if line.startswith("lref_batch_requests_count")]
+    singles, batches = float(merged[0].split()[-1]), float(count[0].split()[-1])
+    assert batches > singles, "no scoring call merged two requests"
+
+
+@pytest.mark.parametrize(
+    "body, status, fragment",
+    [
+        ({"query": "", "documents": ["a"]}, 422, "query must not be empty"),
+        ({"query": "   ", "documents": ["a"]}, 422, "query must not be empty"),
+        ({"query": "drill", "documents": []}, 422, "documents must not be empty"),
+        ({"query": "drill", "documents": ["a"] * 51}, 422, "too many documents"),
+        ({"query": "drill", "documents": [5]}, 422, "documents"),
+        ({"query": "drill", "documents": [{"title": 5}]}, 422, "documents"),
+        ({"query": "drill", "documents": [{"title": "a", "price": "3"}]}, 422, "unknown fields ['price']"),
+        ({"query": "drill", "documents": [{"brand": "a"}]}, 422, "needs a 'title'"),
+        ({"query": "drill", "documents": ["a"], "colour": "x"}, 422, "colour"),
+        ({"query": "drill", "documents": ["a"], "top_n": 0}, 422, "top_n"),
+        ({"query": "drill", "documents": ["a"], "rank_fields": ["price"]}, 422, "rank_fields"),
+        ({"query": "d" * 2001, "documents": ["a"]}, 422, "longer than"),
+        ({"documents": ["a"]}, 422, "query"),
+        (["not", "an", "object"], 422, "invalid request"),
+    ],
+)
+def test_bad_input_gets_a_json_4xx(server, body, status, fragment):
+    assert fragment in assert_json_error(post(server, "/v1/rerank", body), status)
+
+
+def test_broken_bodies_get_a_json_4xx(server):
+    headers = {"content-type": "application/json"}
+    malformed = httpx.post(server.url + "/v1/rerank", content=b'{"query": "drill", "documents": [', headers=headers)
+    assert "JSON" in assert_json_error(malformed, 422)
+    not_utf8 = httpx.post(server.url + "/v1/rerank", content=b'{"query": "\xff\xfe", "documents": ["a"]}', headers=headers)
+    assert "parsing the body" in assert_json_error(not_utf8, 400)
+    huge = httpx.post(server.url + "/v1/rerank", content=b"{" + b" " * (17 * 1024 * 1024) + b"}", headers=headers)
+    assert "exceeds" in assert_json_error(huge, 413)
+    assert_json_error(httpx.get(server.url + "/v1/nowhere"), 404)
+    assert_json_error(httpx.get(server.url + "/v1/rerank"), 405)
+
+
+def test_oversized_text_is_truncated_not_refused(server):
+    resp = post(server, "/v1/classify", {"query": "drill", "documents": ["drill " * 20000, {"title": "t" * 50000}]})
+    assert resp.status_code == 200
+    assert len(resp.json()["results"]) == 2
+
+
+def test_api_key(keyed_server):
+    body = {"query": "drill", "documents": ["a"]}
+    assert "API key" in assert_json_error(post(keyed_server, "/v1/rerank", body), 401)
+    wrong = post(keyed_server, "/v1/rerank", body, headers={"Authorization": "Bearer nope"})
+    assert_json_error(wrong, 401)
+    assert post(keyed_server, "/v1/rerank", body, headers={"Authorization": "Bearer s3cret-key"}).status_code == 200
+    assert post(keyed_server, "/v1/classify", body, headers={"X-API-Key": "s3cret-key"}).status_code == 200
+    assert httpx.get(keyed_server.url + "/health").status_code == 200
+    assert "s3cret-key" not in keyed_server.output()
