@@ -48,7 +48,7 @@ class TransformersBackend:
         model,
         prompt: PromptFormat,
         device: str = "cpu",
-        max_batch_tokens: int = 8192,
+        max_batch_tokens: int = 4096,
         max_batch_size: int = 256,
         prefix_reuse: bool = True,
     ) -> None:
