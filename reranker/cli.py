@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 import sys
+import typing
 from typing import Optional
 
 import typer
@@ -39,10 +42,8 @@ def parse_tier_map(spec: str | None, scheme_name: str) -> dict[str, str]:
     return out
 
 
-def build_config(
-    model: str, adapter: Optional[str], dtype: str, device: str, backend: str, scheme: str,
-    beta: float, tier_map: Optional[str], min_tier: str, order: str, **extra,
-) -> ServiceConfig:
+def build_config(model: str, adapter: Optional[str], dtype: str, device: str, backend: str, scheme: str,
+                 beta: float, tier_map: Optional[str], min_tier: str, order: str, **extra) -> ServiceConfig:
     policy = TierPolicy(beta=beta, tier_map=parse_tier_map(tier_map, scheme), min_tier=min_tier, order_within_tier=order)
     policy.validate(load_scheme(scheme))
     return ServiceConfig(
@@ -50,32 +51,45 @@ def build_config(
     )
 
 
-_model_opts = dict(
-    model=typer.Option("default", help="'default' (SmolLM2-135M-Instruct from PyPI), a local HF dir, a .gguf file or a hub id"),
-    adapter=typer.Option(None, help="LoRA adapter dir merged into the model at load"),
-    dtype=typer.Option("auto", help="auto | float32 | bfloat16 | float16"),
-    device=typer.Option("auto", help="auto | cpu | cuda"),
-    backend=typer.Option("transformers", help="transformers | vllm (GPU, optional extra)"),
-    scheme=typer.Option("four_level", help="four_level | binary | esci | path to a scheme JSON"),
-    beta=typer.Option(0.5, help="CumPT threshold: level = max{c : sum_{j>=c} P_j >= beta}"),
-    tier_map=typer.Option(None, help="LEVEL=TIER,... e.g. 4=Good,3=Good,2=Mid,1=Bad (default: the scheme's)"),
-    min_tier=typer.Option("Mid", help="lowest tier that is kept: Good | Mid | Bad"),
-    order=typer.Option("expected", help="order within a tier: expected (relevance) | retrieval (original order)"),
-)
+# The judge options every model-loading command shares: (name, type, default, help).
+_JUDGE_OPTIONS = [
+    ("model", str, "default", "'default' (SmolLM2-135M-Instruct from PyPI), a local HF dir, a .gguf file or a hub id"),
+    ("adapter", Optional[str], None, "LoRA adapter dir merged into the model at load"),
+    ("dtype", str, "auto", "auto | float32 | bfloat16 | float16"),
+    ("device", str, "auto", "auto | cpu | cuda"),
+    ("backend", str, "transformers", "transformers | vllm (GPU, optional extra)"),
+    ("scheme", str, "four_level", "four_level | binary | esci | path to a scheme JSON"),
+    ("beta", float, 0.5, "CumPT threshold: level = max{c : sum_{j>=c} P_j >= beta}"),
+    ("tier_map", Optional[str], None, "LEVEL=TIER,... e.g. 4=Good,3=Good,2=Mid,1=Bad (default: the scheme's)"),
+    ("min_tier", str, "Mid", "lowest tier that is kept: Good | Mid | Bad"),
+    ("order", str, "expected", "order within a tier: expected (relevance) | retrieval (original order)"),
+]
+
+
+def judge_options(command):
+    """Add the shared judge options to a command; it receives them as one dict, `judge`."""
+    own = [p for name, p in inspect.signature(command).parameters.items() if name != "judge"]
+    added = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=typer.Option(default, help=help_), annotation=kind)
+        for name, kind, default, help_ in _JUDGE_OPTIONS
+    ]
+
+    @functools.wraps(command)
+    def wrapper(**kwargs):
+        judge = {name: kwargs.pop(name) for name, *_ in _JUDGE_OPTIONS}
+        return command(judge=judge, **kwargs)
+
+    hints = {k: v for k, v in typing.get_type_hints(command).items() if k != "judge"}
+    wrapper.__annotations__ = {**hints, **{name: kind for name, kind, *_ in _JUDGE_OPTIONS}}
+    wrapper.__signature__ = inspect.Signature(own + added)
+    del wrapper.__wrapped__  # typer must see the new signature, not the wrapped one
+    return wrapper
 
 
 @app.command()
+@judge_options
 def serve(
-    model: str = _model_opts["model"],
-    adapter: Optional[str] = _model_opts["adapter"],
-    dtype: str = _model_opts["dtype"],
-    device: str = _model_opts["device"],
-    backend: str = _model_opts["backend"],
-    scheme: str = _model_opts["scheme"],
-    beta: float = _model_opts["beta"],
-    tier_map: Optional[str] = _model_opts["tier_map"],
-    min_tier: str = _model_opts["min_tier"],
-    order: str = _model_opts["order"],
+    judge: dict,
     host: str = typer.Option("127.0.0.1", help="bind address (loopback by default)"),
     port: int = typer.Option(8000),
     api_key_file: Optional[str] = typer.Option(None, help="file holding the API key clients must send (or env LREF_API_KEY)"),
@@ -95,8 +109,7 @@ def serve(
         if api_key_file:
             api_key = open(api_key_file).read().strip() or None
         config = build_config(
-            model, adapter, dtype, device, backend, scheme, beta, tier_map, min_tier, order,
-            host=host, port=port, api_key=api_key, max_batch_pairs=max_batch_pairs,
+            **judge, host=host, port=port, api_key=api_key, max_batch_pairs=max_batch_pairs,
             max_wait_ms=max_wait_ms, max_documents=max_documents,
         )
     except (OSError, SchemeError) as exc:
@@ -115,19 +128,11 @@ def serve(
 
 
 @app.command()
+@judge_options
 def score(
+    judge: dict,
     query: str = typer.Argument(..., help="the search query"),
     titles: list[str] = typer.Argument(..., help="product titles to judge"),
-    model: str = _model_opts["model"],
-    adapter: Optional[str] = _model_opts["adapter"],
-    dtype: str = _model_opts["dtype"],
-    device: str = _model_opts["device"],
-    backend: str = _model_opts["backend"],
-    scheme: str = _model_opts["scheme"],
-    beta: float = _model_opts["beta"],
-    tier_map: Optional[str] = _model_opts["tier_map"],
-    min_tier: str = _model_opts["min_tier"],
-    order: str = _model_opts["order"],
 ) -> None:
     """Judge a few titles for one query and print levels and tiers."""
     from .backends import ScoreJob, build_backend
@@ -136,16 +141,16 @@ def score(
     if not query.strip():
         fail("query must not be empty")
     try:
-        config = build_config(model, adapter, dtype, device, backend, scheme, beta, tier_map, min_tier, order)
-        judge = build_backend(config)
+        config = build_config(**judge)
+        judge_backend = build_backend(config)
     except (SchemeError, ModelLoadError, PromptError) as exc:
         fail(str(exc))
-    probs = judge.label_probs([ScoreJob(query, titles)])[0]
-    judgments = judge_all(judge.prompt.scheme, config.policy, probs.tolist())
+    probs = judge_backend.label_probs([ScoreJob(query, titles)])[0]
+    judgments = judge_all(judge_backend.prompt.scheme, config.policy, probs.tolist())
     table = Table(title=f"query: {query}")
     table.add_column("#", justify="right")
     table.add_column("title")
-    for lv in judge.prompt.scheme.levels:
+    for lv in judge_backend.prompt.scheme.levels:
         table.add_column(f"P({lv.token})", justify="right")
     table.add_column("level")
     table.add_column("tier")
