@@ -47,15 +47,19 @@ class MicroBatcher:
     async def _collect(self) -> list[tuple[ScoreJob, asyncio.Future]]:
         batch = [await self.queue.get()]
         pairs = len(batch[0][0].products)
-        deadline = asyncio.get_running_loop().time() + self.max_wait
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.max_wait
         while pairs < self.max_batch_pairs:
-            timeout = deadline - asyncio.get_running_loop().time()
-            if timeout <= 0 and self.queue.empty():
-                break
             try:
-                item = self.queue.get_nowait() if not self.queue.empty() else await asyncio.wait_for(self.queue.get(), timeout)
-            except asyncio.TimeoutError:
-                break
+                item = self.queue.get_nowait()  # whoever queued while the model was busy joins at once
+            except asyncio.QueueEmpty:
+                timeout = deadline - loop.time()
+                if timeout <= 0:
+                    break
+                try:
+                    item = await asyncio.wait_for(self.queue.get(), timeout)
+                except asyncio.TimeoutError:
+                    break
             batch.append(item)
             pairs += len(item[0].products)
         return batch
