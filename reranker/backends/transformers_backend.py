@@ -16,7 +16,7 @@ import torch
 from transformers import DynamicCache
 
 from ..core import LabelHead, Level, PromptFormat
-from .base import Product, ScoreJob
+from .base import DEFAULT_MAX_BATCH_TOKENS, Product, ScoreJob
 
 
 @dataclass
@@ -48,7 +48,7 @@ class TransformersBackend:
         model,
         prompt: PromptFormat,
         device: str = "cpu",
-        max_batch_tokens: int = 4096,
+        max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
         max_batch_size: int = 256,
         prefix_reuse: bool = True,
     ) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..core import DEFAULT_PRODUCT_FIELDS, TierPolicy
+from ..backends.base import DEFAULT_MAX_BATCH_TOKENS
 from ..models.loading import DEFAULT_MODEL, ModelSpec
 
 
@@ -25,7 +26,7 @@ class ServiceConfig:
     # batching
     max_batch_pairs: int = 256  # pairs gathered from concurrent requests into one scoring call
     max_wait_ms: float = 5.0  # how long the first request waits for company
-    max_batch_tokens: int = 4096  # padded tokens per forward pass (smaller measured faster on CPU)
+    max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS  # padded tokens per forward pass
     prefix_reuse: bool = True
     # limits (bad input gets a 4xx, never a 500)
     max_documents: int = 1000
