@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -19,6 +20,7 @@ from reranker.core import (
     judge_all,
     load_scheme,
     tier_from_score,
+    decode_score,
 )
 
 
@@ -134,6 +136,15 @@ def test_any_distribution_gives_a_valid_tier(probs, beta, min_tier):
     assert j.tier in TIERS
     assert tier_from_score(j.score) == j.tier
     assert 1.0 <= j.expected <= 4.0 + 1e-9
+    # The engine reads tier and level back from the float32 _score that ML Commons sets.
+    level_number = 4 - scheme.levels.index(j.level)
+    assert decode_score(float(np.float32(j.score))) == (j.tier, level_number)
+
+
+@pytest.mark.parametrize("foreign", [0.0, 1.0, 7.31, 2.5, 0.123456, -1.0, float("nan"), 3.2])
+def test_scores_that_are_not_ours_do_not_decode(foreign):
+    # BM25 scores left in place when the rerank step failed must not be read as tiers.
+    assert decode_score(foreign) is None
 
 
 @settings(max_examples=300, deadline=None)

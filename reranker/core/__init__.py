@@ -6,11 +6,14 @@ Training and serving both import from here, so a prompt means the same tokens ev
 from .labels import TIERS, LabelScheme, Level, SchemeError, builtin_schemes, load_scheme
 from .prompt import DEFAULT_PRODUCT_FIELDS, TITLE_FIELDS, EncodedPair, PromptError, PromptFormat, default_instruction, product_text
 from .scoring import LabelHead, label_probs_from_logits
-from .tiering import Judgment, TierPolicy, cumpt_index, judge, judge_all, keeps, tier_from_score, tier_rank
+from .tiering import (
+    Judgment, TierPolicy, cumpt_index, decode_score, encode_score, judge, judge_all, keeps, tier_from_score, tier_rank,
+)
 
 __all__ = [
     "TIERS", "LabelScheme", "Level", "SchemeError", "builtin_schemes", "load_scheme",
     "DEFAULT_PRODUCT_FIELDS", "TITLE_FIELDS", "EncodedPair", "PromptError", "PromptFormat", "default_instruction", "product_text",
     "LabelHead", "label_probs_from_logits",
-    "Judgment", "TierPolicy", "cumpt_index", "judge", "judge_all", "keeps", "tier_from_score", "tier_rank",
+    "Judgment", "TierPolicy", "cumpt_index", "decode_score", "encode_score", "judge", "judge_all", "keeps",
+    "tier_from_score", "tier_rank",
 ]

@@ -30,8 +30,8 @@ class LabelScheme:
     definitions: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if len(self.levels) < 2:
-            raise SchemeError(f"scheme {self.name!r}: needs at least two levels")
+        if not 2 <= len(self.levels) <= 9:  # the engine-side score encoding has one digit per level
+            raise SchemeError(f"scheme {self.name!r}: needs between 2 and 9 levels")
         for attr in ("name", "token"):
             values = [getattr(lv, attr) for lv in self.levels]
             if len(set(values)) != len(values):

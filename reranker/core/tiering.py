@@ -1,8 +1,14 @@
 """CumPT tiering (TaoSR1): label probabilities -> level -> tier -> keep/drop and an ordering score.
 
-The ordering score carries the tier in its integer part (Bad=0, Mid=1, Good=2) and the
-within-tier order in its fraction, so anything that sorts by score (OpenSearch's rerank
-processor included) gets tier order, and the engine-side filter can read the tier back.
+The ordering score is the one float that reaches the engine (ML Commons' rerank sets it as the
+hit's float32 _score), so it carries everything the engine-side tier filter needs:
+
+    score = tier_rank + (order_key * 10 + level_number) / 100000
+
+tier_rank in the integer part (Bad=0, Mid=1, Good=2), then a 4-digit within-tier order key
+(expected relevance or retrieval order), then one digit for the level (1 = worst level of the
+scheme). Sorting by score gives tier order; decode_score() reads tier and level back, and the
+Java processor in plugin/ mirrors it. 1e-5 steps survive float32 (ulp 2.4e-7 below 4).
 """
 
 from __future__ import annotations
@@ -14,8 +20,8 @@ from typing import Literal, Sequence
 from .labels import TIERS, LabelScheme, Level, SchemeError
 
 OrderWithinTier = Literal["expected", "retrieval"]
-# Keeps the fraction strictly below 1 even after a float32 round trip through ML Commons.
-_MAX_FRACTION = 0.9999
+SCORE_SCALE = 100_000  # 1e-5 steps: order key (4 digits) then level number (1 digit)
+_MAX_ORDER_KEY = 9_998  # keeps the fraction strictly below 1 after a float32 round trip
 
 
 @dataclass(frozen=True)
@@ -73,6 +79,25 @@ def tier_from_score(score: float) -> str:
     return TIERS[len(TIERS) - 1 - rank]
 
 
+def encode_score(tier: str, fraction: float, level_number: int) -> float:
+    if not 1 <= level_number <= 9:
+        raise SchemeError(f"a scheme may have at most 9 levels (level number {level_number})")
+    key = round(min(max(fraction, 0.0), 1.0) * _MAX_ORDER_KEY)
+    return tier_rank(tier) + (key * 10 + level_number) / SCORE_SCALE
+
+
+def decode_score(score: float) -> tuple[str, int] | None:
+    """(tier, level number) from an encoded score; None when the score is not one of ours
+    (e.g. a BM25 score left in place because the rerank step failed)."""
+    if not (0.0 <= score < len(TIERS)) or math.isnan(score):
+        return None
+    scaled = (score - math.floor(score)) * SCORE_SCALE
+    units = round(scaled)
+    if abs(scaled - units) > 0.05 or units % 10 == 0:
+        return None
+    return tier_from_score(score), units % 10
+
+
 def keeps(tier: str, min_tier: str) -> bool:
     return tier_rank(tier) >= tier_rank(min_tier)
 
@@ -90,14 +115,14 @@ def judge(
         fraction = (expected - lo) / (hi - lo)
     else:
         fraction = 1.0 - (position + 1) / (count + 1)
-    fraction = min(max(fraction, 0.0), _MAX_FRACTION)
+    level_number = len(scheme.levels) - scheme.levels.index(level)
     return Judgment(
         probs={lv.name: float(p) for lv, p in zip(scheme.levels, probs)},
         level=level,
         tier=tier,
         keep=keeps(tier, policy.min_tier),
         expected=float(expected),
-        score=float(tier_rank(tier) + fraction),
+        score=encode_score(tier, fraction, level_number),
     )
 
 
