@@ -16,16 +16,12 @@ from rich.table import Table
 from .core import TIERS, SchemeError, TierPolicy, load_scheme
 from .core.prompt import PromptError
 from .models.loading import ModelLoadError
+from .console import fail
 from .service.config import ServiceConfig
+from opensearch.cli import opensearch_app
 
 app = typer.Typer(help="LLM relevance judging for e-commerce search on OpenSearch.", no_args_is_help=True)
-err = Console(stderr=True)
-
-
-def fail(message: str) -> None:
-    """One clear line and exit code 2: how every bad-input error leaves the CLI."""
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
+app.add_typer(opensearch_app, name="opensearch")
 
 
 def parse_tier_map(spec: str | None, scheme_name: str) -> dict[str, str]:

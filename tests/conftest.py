@@ -28,8 +28,8 @@ def free_port() -> int:
 class Server:
     """A real `lref serve` process on loopback."""
 
-    def __init__(self, args: list[str], env: dict | None = None) -> None:
-        self.port = free_port()
+    def __init__(self, args: list[str], env: dict | None = None, port: int | None = None) -> None:
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         cmd = [sys.executable, "-m", "reranker.cli", "serve", "--port", str(self.port), *args]
         self.log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"lref-serve-{self.port}.log", "w+")
@@ -78,3 +78,18 @@ def keyed_server(tiny_model_dir, tmp_path_factory):
     srv.wait_ready()
     yield srv
     srv.stop()
+
+
+@pytest.fixture(scope="session")
+def opensearch_node():
+    """A real OpenSearch (ML Commons, k-NN, neural-search, our tier filter) on 127.0.0.1, started
+    once per session through `lref opensearch up`."""
+    from engine import TestNode
+
+    node = TestNode(free_port(), free_port())
+    started = node.up()
+    if started.returncode != 0:
+        node.down()
+        pytest.fail(f"lref opensearch up failed:\n{started.stdout}\n{started.stderr}")
+    yield node
+    node.down()

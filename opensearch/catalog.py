@@ -1,0 +1,89 @@
+"""Load a product catalog (JSONL, one product per line) into the products index."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+from opensearchpy import OpenSearch, helpers
+from tqdm import tqdm
+
+from plugin.install import InstallError, call, definition
+
+DEFAULT_INDEX = "products"
+
+
+class CatalogError(ValueError):
+    pass
+
+
+def read_catalog(path: Path) -> list[dict]:
+    """Every line checked before anything is indexed, so a bad line never leaves half a catalog."""
+    fields = set(definition("products_index.json")["mappings"]["properties"])
+    products, seen = [], set()
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CatalogError(f"cannot read {path}: {exc}") from exc
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            product = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise CatalogError(f"{path}:{number}: not JSON ({exc.msg})") from exc
+        if not isinstance(product, dict):
+            raise CatalogError(f"{path}:{number}: expected a JSON object")
+        pid = product.get("product_id")
+        if not isinstance(pid, (str, int)) or not str(pid).strip():
+            raise CatalogError(f"{path}:{number}: product_id is missing or empty")
+        if not isinstance(product.get("title"), str) or not product["title"].strip():
+            raise CatalogError(f"{path}:{number}: title is missing or empty")
+        unknown = sorted(set(product) - fields)
+        if unknown:
+            raise CatalogError(f"{path}:{number}: unknown field(s) {', '.join(unknown)} (known: {', '.join(sorted(fields))})")
+        if str(pid) in seen:
+            raise CatalogError(f"{path}:{number}: duplicate product_id {pid}")
+        seen.add(str(pid))
+        products.append(dict(product, product_id=str(pid)))
+    if not products:
+        raise CatalogError(f"{path}: no products")
+    return products
+
+
+def ensure_index(client: OpenSearch, index: str, recreate: bool = False) -> bool:
+    """Create the index from opensearch/definitions/products_index.json; True when created."""
+    exists = client.indices.exists(index=index)
+    if exists and not recreate:
+        return False
+    if exists:
+        client.indices.delete(index=index)
+    call(client, "PUT", f"/{index}", definition("products_index.json"), what=f"creating index {index}")
+    return True
+
+
+def _actions(index: str, products: list[dict]) -> Iterator[dict]:
+    for product in products:
+        yield {"_index": index, "_id": product["product_id"], "_source": product}
+
+
+def load(client: OpenSearch, path: Path, index: str = DEFAULT_INDEX, recreate: bool = False,
+         chunk_size: int = 2000) -> int:
+    products = read_catalog(path)
+    ensure_index(client, index, recreate)
+    done = 0
+    failures = []
+    with tqdm(total=len(products), desc=f"indexing into {index}", unit="doc") as bar:
+        for ok, item in helpers.streaming_bulk(
+            client, _actions(index, products), chunk_size=chunk_size, raise_on_error=False, max_retries=3
+        ):
+            bar.update(1)
+            done += ok
+            if not ok:
+                failures.append(item)
+    client.indices.refresh(index=index)
+    if failures:
+        first = next(iter(failures[0].values()))
+        raise InstallError(f"{len(failures)} product(s) failed to index, first: {first.get('_id')}: {first.get('error')}")
+    return done

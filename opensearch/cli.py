@@ -1,0 +1,132 @@
+"""`lref opensearch up|down|status|install|load`."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from reranker.console import fail
+
+from . import artifacts
+from .java import JavaError
+from .node import NodeError, NodeSettings, default_heap
+
+opensearch_app = typer.Typer(help="A local OpenSearch node and the lref connector/pipelines in it.", no_args_is_help=True)
+out = Console()
+
+DEFAULT_URL = "http://127.0.0.1:9200"
+
+
+def _settings(port: int, transport_port: int, heap: Optional[str], version: str, state: Optional[Path]) -> NodeSettings:
+    return NodeSettings(version=version, http_port=port, transport_port=transport_port,
+                        heap=heap or default_heap(), state=state)
+
+
+_port = typer.Option(9200, help="HTTP port on 127.0.0.1")
+_tport = typer.Option(9300, help="transport port on 127.0.0.1")
+_version = typer.Option(artifacts.DEFAULT_VERSION, help="OpenSearch version (all artefacts from Maven Central)")
+_state = typer.Option(None, help="directory for this node's config, data and logs")
+
+
+@opensearch_app.command()
+def up(
+    port: int = _port, transport_port: int = _tport, version: str = _version, state: Optional[Path] = _state,
+    heap: Optional[str] = typer.Option(None, help="JVM heap, e.g. 2g (default: a quarter of RAM, 1g to 4g)"),
+    timeout: float = typer.Option(240, help="seconds to wait for a healthy cluster"),
+) -> None:
+    """Fetch, assemble (plugins + our tier filter), start and wait until healthy."""
+    from plugin.build import BuildError, build_tier_filter
+
+    from .node import up as start
+
+    settings = _settings(port, transport_port, heap, version, state)
+    try:
+        tier_filter = build_tier_filter(settings.base / "downloads", version, log=out.print)
+        settings.extra_plugins = (tier_filter,)
+        health = start(settings, timeout_s=timeout, log=out.print)
+    except (NodeError, JavaError, artifacts.ArtifactError, BuildError) as exc:
+        fail(str(exc))
+    out.print(f"OpenSearch {version} is {health['status']} at {settings.url}")
+
+
+@opensearch_app.command()
+def down(port: int = _port, state: Optional[Path] = _state) -> None:
+    """Stop the node started by `up`."""
+    from .node import down as stop
+
+    settings = _settings(port, 9300, "1g", artifacts.DEFAULT_VERSION, state)
+    out.print("stopped" if stop(settings) else f"no node started by lref is running on port {port}")
+
+
+@opensearch_app.command()
+def status(port: int = _port, state: Optional[Path] = _state) -> None:
+    """Print whether the node runs, its health and plugins (JSON)."""
+    from .node import status as node_status
+
+    report = node_status(_settings(port, 9300, "1g", artifacts.DEFAULT_VERSION, state))
+    out.print_json(json.dumps(report))
+    if not report["running"]:
+        raise typer.Exit(1)
+
+
+@opensearch_app.command()
+def install(
+    opensearch: str = typer.Option(DEFAULT_URL, help="OpenSearch URL"),
+    reranker_url: str = typer.Option("http://127.0.0.1:8000", help="where `lref serve` listens"),
+    api_key_file: Optional[Path] = typer.Option(None, help="file holding the reranker's API key (or env LREF_API_KEY)"),
+    connect_timeout_s: int = typer.Option(2, help="connector connect timeout, whole seconds (ML Commons' unit)"),
+    read_timeout_s: int = typer.Option(10, help="connector read timeout in seconds; past it search keeps the original order"),
+    fields: str = typer.Option("title", help="comma-separated document fields sent to the reranker"),
+    min_tier: str = typer.Option("Mid", help="lowest tier the lref-rerank pipeline keeps: Good | Mid | Bad"),
+    scheme: str = typer.Option("four_level", help="label scheme the reranker uses (level names for annotations)"),
+) -> None:
+    """Create or update ML Commons settings, the connector, the model and the search pipelines."""
+    from plugin.install import InstallError, InstallSpec
+    from plugin.install import install as run_install
+
+    api_key = os.environ.get("LREF_API_KEY") or None
+    try:
+        if api_key_file:
+            api_key = api_key_file.read_text().strip() or None
+    except OSError as exc:
+        fail(f"cannot read the API key file: {exc}")
+    spec = InstallSpec(
+        opensearch_url=opensearch, reranker_url=reranker_url, api_key=api_key,
+        connect_timeout_s=connect_timeout_s, read_timeout_s=read_timeout_s,
+        document_fields=[f.strip() for f in fields.split(",") if f.strip()], min_tier=min_tier, scheme=scheme,
+    )
+    try:
+        rows = run_install(spec)
+    except InstallError as exc:
+        fail(str(exc))
+    table = Table(title="lref install")
+    for column in ("what", "id", "action"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*row)
+    out.print(table)
+
+
+@opensearch_app.command()
+def load(
+    catalog: Path = typer.Argument(..., help="JSONL, one product per line: product_id, title, optional fields"),
+    opensearch: str = typer.Option(DEFAULT_URL, help="OpenSearch URL"),
+    index: str = typer.Option("products", help="index name"),
+    recreate: bool = typer.Option(False, help="drop and recreate the index first"),
+) -> None:
+    """Bulk-index a product catalog (with a progress bar)."""
+    from plugin.install import InstallError, connect
+
+    from .catalog import CatalogError, load as load_catalog
+
+    try:
+        count = load_catalog(connect(opensearch), catalog, index=index, recreate=recreate)
+    except (CatalogError, InstallError) as exc:
+        fail(str(exc))
+    out.print(f"indexed {count} products into {index}")

@@ -1,0 +1,302 @@
+"""One single-node OpenSearch on 127.0.0.1, assembled from Maven Central artefacts.
+
+Layout under the base dir (LREF_OPENSEARCH_HOME; /var/lib/lref/opensearch as root, else
+~/.cache/lref/opensearch):
+    downloads/                 checked Maven artefacts and built plugin zips
+    opensearch-<version>/      the distribution with the plugins installed (shared by all nodes)
+    nodes/<http port>/         one node's config, data, logs and pid file (or --state DIR)
+The node refuses to run as root, so as root it runs as the system user `lref`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import artifacts
+from .java import find_java_home
+
+SERVICE_USER = "lref"
+LOOPBACK = "127.0.0.1"  # the node never listens beyond loopback
+ASSEMBLED_MARK = ".lref-assembled"
+
+
+class NodeError(RuntimeError):
+    pass
+
+
+def default_base() -> Path:
+    if os.environ.get("LREF_OPENSEARCH_HOME"):
+        return Path(os.environ["LREF_OPENSEARCH_HOME"])
+    if os.geteuid() == 0:  # /root is private, so the service user could not read a cache there
+        return Path("/var/lib/lref/opensearch")
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "lref" / "opensearch"
+
+
+def default_heap() -> str:
+    """A quarter of RAM, between 1 and 4 GiB: leaves room for the reranker's model on a 24 GiB box."""
+    total_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{int(min(4, max(1, total_gib // 4)))}g"
+
+
+@dataclass
+class NodeSettings:
+    version: str = artifacts.DEFAULT_VERSION
+    http_port: int = 9200
+    transport_port: int = 9300
+    heap: str = field(default_factory=default_heap)
+    base: Path = field(default_factory=default_base)
+    state: Path | None = None  # config/data/logs of this node; default base/nodes/<http_port>
+    extra_plugins: tuple[Path, ...] = ()  # plugin zips of our own (the tier filter)
+
+    @property
+    def dist(self) -> Path:
+        return self.base / f"opensearch-{self.version}"
+
+    @property
+    def node_dir(self) -> Path:
+        return self.state or self.base / "nodes" / str(self.http_port)
+
+    @property
+    def pid_file(self) -> Path:
+        return self.node_dir / "opensearch.pid"
+
+    @property
+    def url(self) -> str:
+        return f"http://{LOOPBACK}:{self.http_port}"
+
+
+# ---- assembling the distribution -------------------------------------------------------------
+
+def _run(cmd: list[str], env: dict | None = None) -> None:
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+        raise NodeError(f"{' '.join(cmd[:3])} failed: {' | '.join(tail)}")
+
+
+def _java_env(settings: NodeSettings) -> dict:
+    env = dict(os.environ)
+    env["OPENSEARCH_JAVA_HOME"] = str(find_java_home(settings.version))
+    env.pop("JAVA_HOME", None)  # the scripts prefer OPENSEARCH_JAVA_HOME; a stale JAVA_HOME only confuses
+    return env
+
+
+def ensure_painless(dist: Path, version: str, downloads: Path) -> bool:
+    """k-NN declares extended.plugins=lang-painless. The 3.x integ-test zips ship that module; the
+    2.x ones do not, so it is assembled from its Maven jars. Returns True when it was added."""
+    module = dist / "modules" / "lang-painless"
+    if (module / "plugin-descriptor.properties").exists():
+        return False
+    module.mkdir(parents=True, exist_ok=True)
+    for jar in artifacts.painless_jars(version):
+        shutil.copy2(artifacts.fetch(jar, downloads), module / jar.filename)
+    java = "21" if int(version.split(".")[0]) >= 3 else "11"
+    (module / "plugin-descriptor.properties").write_text(
+        "description=Painless scripting (assembled from Maven Central by lref)\n"
+        f"version={version}\nname=lang-painless\nclassname=org.opensearch.painless.PainlessModulePlugin\n"
+        f"java.version={java}\nopensearch.version={version}\nextended.plugins=\nhas.native.controller=false\n"
+    )
+    (module / "plugin-security.policy").write_text(
+        'grant {\n  permission java.lang.RuntimePermission "createClassLoader";\n'
+        '  permission java.lang.RuntimePermission "getClassLoader";\n};\n'
+    )
+    return True
+
+
+def _plugin_name(zip_path: Path) -> str:
+    with zipfile.ZipFile(zip_path) as z:
+        for line in z.read("plugin-descriptor.properties").decode().splitlines():
+            if line.startswith("name="):
+                return line.split("=", 1)[1].strip()
+    raise NodeError(f"{zip_path}: no name in plugin-descriptor.properties")
+
+
+def _install_plugin(settings: NodeSettings, zip_path: Path, env: dict) -> None:
+    name = _plugin_name(zip_path)
+    tool = str(settings.dist / "bin" / "opensearch-plugin")
+    installed = [p.name for p in (settings.dist / "plugins").iterdir()] if (settings.dist / "plugins").exists() else []
+    if any(n in (name, f"opensearch-{name}") for n in installed):
+        _run([tool, "remove", name], env)
+    _run([tool, "install", "--batch", zip_path.resolve().as_uri()], env)
+
+
+def assemble(settings: NodeSettings, log=print) -> Path:
+    """Unpack the distribution and install the plugins once; re-install only our own plugins when
+    their zip changed. Safe to call on every `up`."""
+    downloads = settings.base / "downloads"
+    env = _java_env(settings)
+    mark = settings.dist / ASSEMBLED_MARK
+    if not mark.exists():
+        zip_path = artifacts.fetch(artifacts.distribution(settings.version), downloads)
+        plugin_zips = [artifacts.fetch(artifacts.plugin(p, settings.version), downloads) for p in artifacts.PLUGINS]
+        log(f"assembling OpenSearch {settings.version} in {settings.dist}")
+        shutil.rmtree(settings.dist, ignore_errors=True)
+        staging = settings.base / f".unpack-{settings.version}"
+        shutil.rmtree(staging, ignore_errors=True)
+        with zipfile.ZipFile(zip_path) as z:
+            z.extractall(staging)
+        (staging / f"opensearch-{settings.version}").rename(settings.dist)
+        staging.rmdir()
+        for path in (settings.dist / "bin").iterdir():  # zipfile drops the executable bits
+            path.chmod(0o755)
+        if ensure_painless(settings.dist, settings.version, downloads):
+            log("lang-painless assembled from Maven jars")
+        for plugin_zip in plugin_zips:
+            _install_plugin(settings, plugin_zip, env)
+        mark.write_text(json.dumps({"version": settings.version, "ours": {}}))
+    state = json.loads(mark.read_text())
+    for extra in settings.extra_plugins:
+        fingerprint = f"{extra.name}:{extra.stat().st_size}:{extra.stat().st_mtime_ns}"
+        if state["ours"].get(extra.name) != fingerprint:
+            log(f"installing {extra.name}")
+            _install_plugin(settings, extra, env)
+            state["ours"][extra.name] = fingerprint
+            mark.write_text(json.dumps(state))
+    return settings.dist
+
+
+# ---- running it -------------------------------------------------------------------------------
+
+def _service_user() -> str | None:
+    if os.geteuid() != 0:
+        return None
+    try:
+        pwd.getpwnam(SERVICE_USER)
+    except KeyError:
+        _run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", SERVICE_USER])
+    return SERVICE_USER
+
+
+def _chown_tree(path: Path, user: str) -> None:
+    _run(["chown", "-R", f"{user}:{user}", str(path)])
+
+
+def _write_config(settings: NodeSettings) -> Path:
+    conf = settings.node_dir / "config"
+    shutil.rmtree(conf, ignore_errors=True)
+    shutil.copytree(settings.dist / "config", conf)
+    lines = {
+        "cluster.name": "lref",
+        "node.name": f"lref-{settings.http_port}",
+        "network.host": LOOPBACK,
+        "http.port": settings.http_port,
+        "transport.port": settings.transport_port,
+        "discovery.type": "single-node",
+        "path.data": str(settings.node_dir / "data"),
+        "path.logs": str(settings.node_dir / "logs"),
+        # A dev/CI box may be nearly full; a single node should not go read-only because of it.
+        "cluster.routing.allocation.disk.threshold_enabled": "false",
+    }
+    (conf / "opensearch.yml").write_text("".join(f"{k}: {v}\n" for k, v in lines.items()))
+    return conf
+
+
+def read_pid(settings: NodeSettings) -> int | None:
+    try:
+        pid = int(settings.pid_file.read_text().strip())
+        os.kill(pid, 0)
+        return pid
+    except (OSError, ValueError):
+        return None
+
+
+def http_json(url: str, timeout: float = 2.0) -> dict | None:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return json.loads(response.read())
+    except (OSError, ValueError, urllib.error.URLError):
+        return None
+
+
+def log_tail(settings: NodeSettings, lines: int = 5) -> str:
+    logs = sorted((settings.node_dir / "logs").glob("*.log")) + [settings.node_dir / "stdout.log"]
+    text = []
+    for path in logs:
+        if path.exists():
+            text += [line for line in path.read_text(errors="replace").splitlines() if "ERROR" in line or "Exception" in line]
+    return " | ".join(text[-lines:])
+
+
+def up(settings: NodeSettings, timeout_s: float = 240, log=print) -> dict:
+    """Start the node (or find it running) and wait until the cluster is at least yellow."""
+    if read_pid(settings) is not None:
+        health = wait_healthy(settings, timeout_s)
+        log(f"OpenSearch already running at {settings.url}")
+        return health
+    if http_json(settings.url) is not None:
+        raise NodeError(f"port {settings.http_port} already answers HTTP and is not a node started by lref")
+    assemble(settings, log)
+    settings.node_dir.mkdir(parents=True, exist_ok=True)
+    conf = _write_config(settings)
+    env = _java_env(settings)
+    env["OPENSEARCH_PATH_CONF"] = str(conf)
+    env["OPENSEARCH_JAVA_OPTS"] = f"-Xms{settings.heap} -Xmx{settings.heap}"
+    cmd = [str(settings.dist / "bin" / "opensearch"), "-d", "-p", str(settings.pid_file)]
+    user = _service_user()
+    if user:
+        _chown_tree(settings.dist, user)
+        _chown_tree(settings.node_dir, user)
+        cmd = ["runuser", "-u", user, "--", *cmd]
+    log(f"starting OpenSearch {settings.version} on {settings.url} (heap {settings.heap})")
+    with open(settings.node_dir / "stdout.log", "ab") as out:
+        done = subprocess.run(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=settings.node_dir)
+    if done.returncode != 0:
+        raise NodeError(f"OpenSearch did not start (exit {done.returncode}): {log_tail(settings)}")
+    return wait_healthy(settings, timeout_s)
+
+
+def wait_healthy(settings: NodeSettings, timeout_s: float) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        health = http_json(f"{settings.url}/_cluster/health")
+        if health and health.get("status") in ("green", "yellow"):
+            return health
+        if read_pid(settings) is None and settings.pid_file.exists():
+            raise NodeError(f"OpenSearch exited while starting: {log_tail(settings)}")
+        time.sleep(1)
+    raise NodeError(f"OpenSearch not healthy after {timeout_s:.0f}s at {settings.url}: {log_tail(settings)}")
+
+
+def down(settings: NodeSettings, timeout_s: float = 60) -> bool:
+    """Stop the node; False when it was not running."""
+    pid = read_pid(settings)
+    if pid is None:
+        return False
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if read_pid(settings) is None:
+            break
+        time.sleep(0.5)
+    else:
+        os.kill(pid, signal.SIGKILL)
+    settings.pid_file.unlink(missing_ok=True)
+    return True
+
+
+def status(settings: NodeSettings) -> dict:
+    pid = read_pid(settings)
+    root = http_json(settings.url) or {}
+    health = http_json(f"{settings.url}/_cluster/health") or {}
+    plugins = http_json(f"{settings.url}/_cat/plugins?format=json") or []
+    return {
+        "url": settings.url,
+        "running": pid is not None,
+        "pid": pid,
+        "version": root.get("version", {}).get("number"),
+        "health": health.get("status"),
+        "plugins": sorted({p["component"] for p in plugins}),
+        "dist": str(settings.dist),
+        "state": str(settings.node_dir),
+    }
