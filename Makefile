@@ -13,8 +13,12 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed
 
-# The main job with its embedded defaults (the reranker on 127.0.0.1:8000, default judge model).
+# The main job with its embedded defaults: OpenSearch on 127.0.0.1:9200 (from Maven Central, with
+# ML Commons, k-NN, neural-search and our tier filter), the connector and search pipelines, and the
+# reranker with the default judge model on 127.0.0.1:8000 in the foreground.
 run: setup
+	$(BIN)/lref opensearch up
+	$(BIN)/lref opensearch install
 	$(BIN)/lref serve
 
 test: setup

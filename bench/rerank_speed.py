@@ -6,6 +6,14 @@
 
 Also measures fp32 and bf16 matmul peaks in the same run and reports (b)'s FLOP utilisation.
 Run: .venv/bin/python bench/rerank_speed.py [--queries 8] [--naive-queries 2] [--dtype auto]
+
+On a GPU (see docs/benchmarks.md): --device cuda --dtype bfloat16 synchronises around every timed
+region, warms up --warmup requests, measures the matmul peaks with 8192^3 products, and can add
+a throughput table (--throughput-queries N: N queries x 50 products in one label_probs call, at
+each of --throughput-batch-tokens) and a torch.profiler summary (--profile-dir). --random-weights
+builds --model's architecture with random weights (speed only: the labels are meaningless), and
+--queries-file reads the (query, titles) sets written here by --dump-queries, for machines
+without ../shared/data/homedepot.
 """
 
 from __future__ import annotations
@@ -13,7 +21,9 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import shutil
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
@@ -23,9 +33,10 @@ from rich.table import Table
 from tqdm import tqdm
 
 from reranker.backends import ScoreJob
+from reranker.backends.base import DEFAULT_MAX_BATCH_TOKENS
 from reranker.backends.transformers_backend import TransformersBackend
 from reranker.core import PromptFormat, label_probs_from_logits, load_scheme
-from reranker.models.loading import ModelSpec, load_model
+from reranker.models.loading import ModelSpec, load_model, pick_device, pick_dtype, resolve_model_path
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "homedepot"
 N_PRODUCTS = 50
@@ -53,14 +64,48 @@ def load_queries(n: int, seed: int = 0) -> list[tuple[str, list[str]]]:
     return out
 
 
-def matmul_peak(dtype: torch.dtype, n: int = 1536, reps: int = 10) -> float:
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+def read_queries(path: str, n: int) -> list[tuple[str, list[str]]]:
+    """The first n (query, titles) sets of a file written by --dump-queries."""
+    sets = [(q, list(t)) for q, t in json.loads(Path(path).read_text())]
+    if len(sets) < n:
+        raise SystemExit(f"{path} holds {len(sets)} query sets, {n} asked for")
+    return sets[:n]
+
+
+def sync(device: str) -> None:
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def matmul_peak(dtype: torch.dtype, n: int = 1536, reps: int = 10, device: str = "cpu") -> float:
+    a, b = torch.randn(n, n, dtype=dtype, device=device), torch.randn(n, n, dtype=dtype, device=device)
     for _ in range(2):
         a @ b
+    sync(device)
     start = time.perf_counter()
     for _ in range(reps):
         a @ b
+    sync(device)
     return 2 * n**3 * reps / (time.perf_counter() - start)
+
+
+def random_weights_dir(model: str, dtype: torch.dtype) -> str:
+    """A model dir with `model`'s config and tokenizer files and random weights (seed 0), saved in dtype.
+
+    Speed does not depend on the weight values, so this lets a GPU machine time the architecture
+    without carrying the checkpoint; the label probabilities it produces mean nothing."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    src = Path(resolve_model_path(model))
+    config = AutoConfig.from_pretrained(src)
+    torch.manual_seed(0)
+    net = AutoModelForCausalLM.from_config(config).to(dtype)
+    dst = Path(tempfile.mkdtemp(prefix="lref-random-weights-"))
+    net.save_pretrained(dst)
+    for f in src.iterdir():
+        if f.is_file() and f.name != "config.json" and f.suffix not in (".safetensors", ".bin", ".gguf"):
+            shutil.copy(f, dst / f.name)
+    return str(dst)
 
 
 def model_flops(model, sequences: list[tuple[int, int]]) -> float:
@@ -79,21 +124,64 @@ def model_flops(model, sequences: list[tuple[int, int]]) -> float:
 def naive_scores(model, prompt: PromptFormat, query: str, titles: list[str]) -> torch.Tensor:
     rows = []
     for title in titles:
-        ids = torch.tensor([prompt.encode(query, title).prompt_ids])
+        ids = torch.tensor([prompt.encode(query, title).prompt_ids], device=model.device)
         out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=1, do_sample=False,
                              output_scores=True, return_dict_in_generate=True, pad_token_id=prompt.eos_token_id)
         rows.append(label_probs_from_logits(out.scores[0], prompt.label_token_ids)[0])
-    return torch.stack(rows)
+    return torch.stack(rows).cpu()
 
 
-def timed(fn, runs: list[tuple[str, list[str]]], desc: str) -> tuple[list[float], list[torch.Tensor]]:
+def timed(fn, runs: list[tuple[str, list[str]]], desc: str, device: str = "cpu",
+          warmup: int | str = 1) -> tuple[list[float], list[torch.Tensor]]:
+    """warmup: untimed requests first (cycling through runs), or "all": each timed request once."""
     latencies, outputs = [], []
-    fn(*runs[0])  # warm-up
+    for i in range(len(runs) if warmup == "all" else int(warmup)):
+        fn(*runs[i % len(runs)])
     for query, titles in tqdm(runs, desc=desc, leave=False):
+        sync(device)
         start = time.perf_counter()
         outputs.append(fn(query, titles))
+        sync(device)
         latencies.append(time.perf_counter() - start)
     return latencies, outputs
+
+
+def request_flops(model, prompt: PromptFormat, query: str, titles: list[str]) -> float:
+    """Useful FLOPs of one request under prefix reuse: the prefix once, each product after it."""
+    q_len = len(prompt.query_ids(query))
+    return model_flops(model, [(0, q_len)] + [(q_len, len(prompt.doc_ids(t))) for t in titles])
+
+
+def profile_call(fn, device: str, path: Path, title: str) -> dict:
+    """torch.profiler over one call: the top-15 table by device time, and how busy the GPU was."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if str(device).startswith("cuda") else [])
+    sync(device)
+    start = time.perf_counter()
+    with profile(activities=activities) as prof:
+        fn()
+        sync(device)
+    wall = time.perf_counter() - start
+    kernels = [e for e in prof.events() if e.device_type == DeviceType.CUDA]
+    spans = sorted((e.time_range.start, e.time_range.end) for e in kernels)
+    busy, end = 0.0, float("-inf")
+    for a, b in spans:  # union of kernel intervals, in us
+        if b > end:
+            busy += b - max(a, end)
+            end = b
+    launches = sum(1 for e in prof.events() if e.name in ("cudaLaunchKernel", "cuLaunchKernel", "cudaLaunchKernelExC"))
+    first = spans[0][0] if spans else 0.0
+    last = max((b for _, b in spans), default=0.0)
+    summary = {
+        "wall_s_profiled": wall, "kernels": len(kernels), "launch_calls": launches,
+        "gpu_busy_s": busy / 1e6, "gpu_span_s": (last - first) / 1e6,
+    }
+    sort = "self_device_time_total" if kernels else "self_cpu_time_total"
+    table = prof.key_averages().table(sort_by=sort, row_limit=15, max_name_column_width=60)
+    path.write_text(f"{title}\n{json.dumps(summary, indent=1)}\n\n{table}\n")
+    return summary
 
 
 def pct(values: list[float], q: float) -> float:
@@ -105,27 +193,69 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=8)
     ap.add_argument("--naive-queries", type=int, default=2)
     ap.add_argument("--dtype", default="auto")
+    ap.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
+    ap.add_argument("--model", default="default", help="as ModelSpec.model: 'default', a local HF dir, ...")
+    ap.add_argument("--random-weights", action="store_true",
+                    help="time --model's architecture with random weights (speed only; labels are meaningless)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
+    ap.add_argument("--warmup", default="1",
+                    help="untimed requests before each timed method, or 'all' (every timed request once first: "
+                         "steady state, with every batch shape already seen)")
+    ap.add_argument("--no-cudnn-attention", action="store_true",
+                    help="keep torch's SDPA off its cuDNN backend (it then picks memory-efficient attention)")
+    ap.add_argument("--max-batch-tokens", default=str(DEFAULT_MAX_BATCH_TOKENS),
+                    help="token budget of (b) and (c); more comma-separated budgets add (b) and (c) rows")
+    ap.add_argument("--throughput-queries", type=int, default=0,
+                    help="also time N queries x 50 products in one label_probs call (0 = skip)")
+    ap.add_argument("--throughput-batch-tokens", default="16384,65536")
+    ap.add_argument("--throughput-batch-size", type=int, default=1024)
+    ap.add_argument("--throughput-reps", type=int, default=3)
+    ap.add_argument("--queries-file", help="read query sets written by --dump-queries instead of the data dir")
+    ap.add_argument("--dump-queries", metavar="PATH", help="write max(--queries, --throughput-queries) query sets and exit")
+    ap.add_argument("--profile-dir", help="write torch.profiler tables of one (b) request and one throughput call here")
+    ap.add_argument("--json-out", help="also write the results as JSON here")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.no_cudnn_attention:
+        torch.backends.cuda.enable_cudnn_sdp(False)
+    n_sets = max(args.queries, args.throughput_queries)
+    if args.dump_queries:
+        Path(args.dump_queries).write_text(json.dumps(load_queries(n_sets)))
+        print(f"wrote {n_sets} query sets to {args.dump_queries}")
+        return
 
-    model, tokenizer, device = load_model(ModelSpec(dtype=args.dtype))
+    model_path = args.model
+    if args.random_weights:
+        model_path = random_weights_dir(args.model, pick_dtype(args.dtype, pick_device(args.device)))
+    model, tokenizer, device = load_model(ModelSpec(model=model_path, dtype=args.dtype, device=args.device))
+    cuda = str(device).startswith("cuda")
     prompt = PromptFormat(tokenizer, load_scheme())
-    ours = TransformersBackend(model, prompt, device=device)
-    plain = TransformersBackend(model, prompt, device=device, prefix_reuse=False)
-    runs = load_queries(args.queries)
-    peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
+    budgets = [int(b) for b in args.max_batch_tokens.split(",")]
+    ours = TransformersBackend(model, prompt, device=device, max_batch_tokens=budgets[0])
+    plain = TransformersBackend(model, prompt, device=device, max_batch_tokens=budgets[0], prefix_reuse=False)
+    if args.queries_file:
+        all_sets = read_queries(args.queries_file, n_sets)
+    else:
+        all_sets = load_queries(args.queries) if n_sets == args.queries else load_queries(n_sets)
+    runs = all_sets[: args.queries]
+    peak_kw = {"n": 8192, "reps": 20, "device": device} if cuda else {}
+    peaks = {"fp32": matmul_peak(torch.float32, **peak_kw), "bf16": matmul_peak(torch.bfloat16, **peak_kw)}
 
     rows = []
+    tw = {"device": device, "warmup": args.warmup if args.warmup == "all" else int(args.warmup)}
     with torch.inference_mode():
-        lat_a, out_a = timed(lambda q, t: naive_scores(model, prompt, q, t), runs[: args.naive_queries], "naive")
+        lat_a, out_a = timed(lambda q, t: naive_scores(model, prompt, q, t), runs[: args.naive_queries], "naive", **tw)
         rows.append(("(a) naive generate per pair", lat_a))
-        before = ours.tokens_processed
-        lat_b, out_b = timed(lambda q, t: ours.label_probs([ScoreJob(q, t)])[0], runs, "ours")
+        lat_b, out_b = timed(lambda q, t: ours.label_probs([ScoreJob(q, t)])[0], runs, "ours", **tw)
         rows.append(("(b) ours", lat_b))
-        lat_c, out_c = timed(lambda q, t: plain.label_probs([ScoreJob(q, t)])[0], runs, "ours, no prefix reuse")
+        lat_c, out_c = timed(lambda q, t: plain.label_probs([ScoreJob(q, t)])[0], runs, "ours, no prefix reuse", **tw)
         rows.append(("(c) ours without prefix reuse", lat_c))
+        for budget in budgets[1:]:
+            for tag, reuse in (("(b) ours", True), ("(c) without prefix reuse", False)):
+                other = TransformersBackend(model, prompt, device=device, max_batch_tokens=budget, prefix_reuse=reuse)
+                lat, _ = timed(lambda q, t: other.label_probs([ScoreJob(q, t)])[0], runs, f"{tag} @{budget}", **tw)
+                rows.append((f"{tag}, max_batch_tokens={budget}", lat))
 
     # FLOP utilisation of (b), from the real token counts of one request (prefix once, products after it)
     query, titles = runs[0]
@@ -137,21 +267,94 @@ def main() -> None:
     drift = max((a - b).abs().max().item() for a, b in zip(out_a, out_b))
     drift_c = max((b - c).abs().max().item() for b, c in zip(out_b, out_c))
 
-    table = Table(title=f"Rerank {N_PRODUCTS} Home Depot products for one query — {model.dtype}, {device}, "
-                        f"{torch.get_num_threads()} threads")
+    where = f"{torch.cuda.get_device_name(device)}" if cuda else f"{device}, {torch.get_num_threads()} threads"
+    table = Table(title=f"Rerank {N_PRODUCTS} Home Depot products for one query — {model.dtype}, {where}")
     for col in ("method", "requests", "pairs/s", "p50 ms", "p95 ms", "speed-up vs (a)"):
         table.add_column(col, justify="right" if col != "method" else "left")
     base = N_PRODUCTS / statistics.mean(lat_a)
+    results = {"device": where, "dtype": str(model.dtype), "torch": torch.__version__,
+               "transformers": __import__("transformers").__version__, "random_weights": args.random_weights,
+               "attn_implementation": getattr(model.config, "_attn_implementation", None),
+               "cudnn_sdpa": torch.backends.cuda.cudnn_sdp_enabled(), "warmup": args.warmup,
+               "peaks_flops": peaks, "rows": []}
     for name, lat in rows:
         pps = N_PRODUCTS / statistics.mean(lat)
         table.add_row(name, str(len(lat)), f"{pps:.1f}", f"{pct(lat, 50) * 1e3:.0f}", f"{pct(lat, 95) * 1e3:.0f}",
                       f"{pps / base:.1f}x")
+        results["rows"].append({"method": name, "requests": len(lat), "pairs_per_s": pps, "p50_ms": pct(lat, 50) * 1e3,
+                                "p95_ms": pct(lat, 95) * 1e3, "speedup": pps / base, "latencies_s": lat})
     console = Console(width=140)
     console.print(table)
     console.print(f"(b) useful FLOPs/request {flops_per_request / 1e9:.1f} GFLOP, achieved {achieved / 1e9:.1f} GFLOP/s")
     for name, peak in peaks.items():
         console.print(f"matmul peak {name}: {peak / 1e9:.1f} GFLOP/s -> (b) utilisation {achieved / peak:.0%} of {name} peak")
     console.print(f"max |P(a) - P(b)| = {drift:.2e}; max |P(b) - P(c)| = {drift_c:.2e}")
+    if cuda:
+        console.print(f"attention: {results['attn_implementation']}, cuDNN SDPA enabled: {results['cudnn_sdpa']}; "
+                      f"warm-up: {args.warmup}; torch {torch.__version__}, transformers {results['transformers']}"
+                      + (" (random weights)" if args.random_weights else ""))
+    results.update(flops_per_request=flops_per_request, achieved_flops=achieved, drift_ab=drift, drift_bc=drift_c)
+    if cuda:
+        extra = [(name, request_flops(model, prompt, query, titles) / statistics.median(lat))
+                 for name, lat in rows[1:] if not name.startswith("(c)")]
+        for name, rate in extra:
+            console.print(f"{name}: {rate / 1e12:.2f} TFLOP/s = {rate / peaks['bf16']:.2%} of the bf16 peak")
+
+    if args.throughput_queries:
+        sets = all_sets[: args.throughput_queries]
+        jobs = [ScoreJob(q, t) for q, t in sets]
+        flops = sum(request_flops(model, prompt, q, t) for q, t in sets)
+        n_pairs = sum(len(t) for _, t in sets)
+        tp = Table(title=f"Throughput: {len(sets)} queries x {N_PRODUCTS} products in one label_probs call "
+                         f"({flops / 1e12:.2f} useful TFLOP per call)")
+        key = "bf16" if model.dtype in (torch.bfloat16, torch.float16) else "fp32"  # the peak of the dtype it runs in
+        for col in ("method", "max_batch_tokens", "calls", "median s", "pairs/s", "TFLOP/s", f"% of {key} peak"):
+            tp.add_column(col, justify="right" if col != "method" else "left")
+        tbudgets = [int(b) for b in args.throughput_batch_tokens.split(",")]
+        configs = [("(b) ours", b, True) for b in tbudgets] + [("(c) no prefix reuse", tbudgets[-1], False)]
+        results["throughput"] = []
+        with torch.inference_mode():
+            for name, budget, reuse in configs:
+                backend = TransformersBackend(model, prompt, device=device, max_batch_tokens=budget,
+                                              max_batch_size=args.throughput_batch_size, prefix_reuse=reuse)
+                backend.label_probs(jobs)  # warm-up
+                times = []
+                for _ in range(args.throughput_reps):
+                    sync(device)
+                    start = time.perf_counter()
+                    backend.label_probs(jobs)
+                    sync(device)
+                    times.append(time.perf_counter() - start)
+                med = statistics.median(times)
+                # (c)'s useful FLOPs are counted as (b)'s: the recomputed prefixes are not useful work
+                tp.add_row(name, str(budget), str(len(times)), f"{med:.3f}", f"{n_pairs / med:.0f}",
+                           f"{flops / med / 1e12:.2f}", f"{flops / med / peaks[key]:.1%}")
+                results["throughput"].append({"method": name, "max_batch_tokens": budget, "times_s": times,
+                                              "pairs_per_s": n_pairs / med, "flops": flops,
+                                              f"util_{key}": flops / med / peaks[key]})
+        console.print(tp)
+
+    if args.profile_dir:
+        out = Path(args.profile_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        with torch.inference_mode():
+            for budget in budgets:  # the first query's shapes were seen while timing, so this is steady state
+                one = TransformersBackend(model, prompt, device=device, max_batch_tokens=budget)
+                results[f"profile_b_{budget}"] = profile_call(
+                    lambda: one.label_probs([ScoreJob(query, titles)]), device, out / f"profile_b_{budget}.txt",
+                    f"(b) one request, 50 products, max_batch_tokens={budget}")
+            if args.throughput_queries:
+                best = min((t for t in results["throughput"] if t["method"].startswith("(b)")),
+                           key=lambda t: statistics.median(t["times_s"]))["max_batch_tokens"]
+                big = TransformersBackend(model, prompt, device=device, max_batch_tokens=best,
+                                          max_batch_size=args.throughput_batch_size)
+                results["profile_throughput"] = profile_call(
+                    lambda: big.label_probs(jobs), device, out / "profile_throughput.txt",
+                    f"(b) {len(jobs)} queries x 50 products, max_batch_tokens={best} (the fastest above)")
+        console.print(f"profiles: {json.dumps({k: v for k, v in results.items() if k.startswith('profile')})}")
+    if args.json_out:
+        Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json_out).write_text(json.dumps(results, indent=1, default=str))
 
 
 if __name__ == "__main__":

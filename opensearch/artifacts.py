@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import urllib.request
+from xml.etree import ElementTree
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,15 +46,19 @@ def plugin(name: str, version: str) -> Artifact:
     return Artifact("org.opensearch.plugin", name, f"{version}.0", "zip")
 
 
-def painless_jars(version: str) -> list[Artifact]:
-    """lang-painless as Maven jars, for integ-test zips that do not ship the module (2.x)."""
-    asm = "9.7" if version.startswith("2.") else "9.9.1"
-    return [
-        Artifact("org.opensearch.plugin", "lang-painless", version, "jar"),
-        Artifact("org.opensearch.plugin", "opensearch-scripting-painless-spi", version, "jar"),
-        Artifact("org.antlr", "antlr4-runtime", "4.13.1", "jar"),
-        *(Artifact("org.ow2.asm", name, asm, "jar") for name in ("asm", "asm-util", "asm-tree", "asm-commons", "asm-analysis")),
-    ]
+def painless_jars(version: str, downloads: Path) -> list[Artifact]:
+    """lang-painless as Maven jars, for integ-test zips that do not ship the module (2.x): the
+    module's jar plus the runtime dependencies its published POM names."""
+    module = Artifact("org.opensearch.plugin", "lang-painless", version, "jar")
+    pom = ElementTree.parse(fetch(Artifact(module.group, module.name, version, "pom"), downloads))
+    ns = {"m": "http://maven.apache.org/POM/4.0.0"}
+    jars = [module]
+    for dep in pom.getroot().iterfind("m:dependencies/m:dependency", ns):
+        scope = dep.findtext("m:scope", "compile", ns)
+        if scope in ("compile", "runtime"):
+            jars.append(Artifact(dep.findtext("m:groupId", namespaces=ns), dep.findtext("m:artifactId", namespaces=ns),
+                                 dep.findtext("m:version", namespaces=ns), "jar"))
+    return jars
 
 
 def _get(url: str) -> urllib.request.addinfourl:

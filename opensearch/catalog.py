@@ -9,7 +9,7 @@ from pathlib import Path
 from opensearchpy import OpenSearch, helpers
 from tqdm import tqdm
 
-from plugin.install import InstallError, call, definition
+from lref_plugin.install import InstallError, call, definition
 
 DEFAULT_INDEX = "products"
 

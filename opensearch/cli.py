@@ -41,7 +41,7 @@ def up(
     timeout: float = typer.Option(240, help="seconds to wait for a healthy cluster"),
 ) -> None:
     """Fetch, assemble (plugins + our tier filter), start and wait until healthy."""
-    from plugin.build import BuildError, build_tier_filter
+    from lref_plugin.build import BuildError, build_tier_filter
 
     from .node import up as start
 
@@ -87,8 +87,8 @@ def install(
     scheme: str = typer.Option("four_level", help="label scheme the reranker uses (level names for annotations)"),
 ) -> None:
     """Create or update ML Commons settings, the connector, the model and the search pipelines."""
-    from plugin.install import InstallError, InstallSpec
-    from plugin.install import install as run_install
+    from lref_plugin.install import InstallError, InstallSpec
+    from lref_plugin.install import install as run_install
 
     api_key = os.environ.get("LREF_API_KEY") or None
     try:
@@ -121,7 +121,7 @@ def load(
     recreate: bool = typer.Option(False, help="drop and recreate the index first"),
 ) -> None:
     """Bulk-index a product catalog (with a progress bar)."""
-    from plugin.install import InstallError, connect
+    from lref_plugin.install import InstallError, connect
 
     from .catalog import CatalogError, load as load_catalog
 

@@ -99,7 +99,7 @@ def ensure_painless(dist: Path, version: str, downloads: Path) -> bool:
     if (module / "plugin-descriptor.properties").exists():
         return False
     module.mkdir(parents=True, exist_ok=True)
-    for jar in artifacts.painless_jars(version):
+    for jar in artifacts.painless_jars(version, downloads):
         shutil.copy2(artifacts.fetch(jar, downloads), module / jar.filename)
     java = "21" if int(version.split(".")[0]) >= 3 else "11"
     (module / "plugin-descriptor.properties").write_text(

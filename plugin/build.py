@@ -8,7 +8,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from opensearch.java import find_java_home
+from lref_opensearch.java import find_java_home
 
 SOURCE = Path(__file__).resolve().parent / "tier-filter"
 ARTIFACT = "lref-tier-filter-0.1.0.zip"

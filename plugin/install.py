@@ -29,7 +29,7 @@ class InstallError(RuntimeError):
 
 
 def definition(name: str) -> dict:
-    text = resources.files("opensearch").joinpath("definitions", name).read_text()
+    text = resources.files("lref_opensearch").joinpath("definitions", name).read_text()
     data = json.loads(text)
     data.pop("_comment", None)
     return data

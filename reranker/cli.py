@@ -18,7 +18,7 @@ from .core.prompt import PromptError
 from .models.loading import ModelLoadError
 from .console import fail
 from .service.config import ServiceConfig
-from opensearch.cli import opensearch_app
+from lref_opensearch.cli import opensearch_app
 
 app = typer.Typer(help="LLM relevance judging for e-commerce search on OpenSearch.", no_args_is_help=True)
 app.add_typer(opensearch_app, name="opensearch")
@@ -90,7 +90,7 @@ def serve(
     port: int = typer.Option(8000),
     api_key_file: Optional[str] = typer.Option(None, help="file holding the API key clients must send (or env LREF_API_KEY)"),
     max_batch_pairs: int = typer.Option(256, help="pairs merged from concurrent requests into one scoring call"),
-    max_wait_ms: float = typer.Option(5.0, help="how long a request waits for others to join its batch"),
+    max_wait_ms: float = typer.Option(0.0, help="extra wait for others to join a batch (requests queued while the model is busy join anyway)"),
     max_documents: int = typer.Option(1000, help="most documents one request may carry"),
 ) -> None:
     """Start the reranker service (FastAPI)."""

@@ -10,7 +10,7 @@ import sys
 import threading
 from pathlib import Path
 
-from opensearch.node import NodeSettings
+from lref_opensearch.node import NodeSettings
 
 
 def lref(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:

@@ -25,7 +25,9 @@ class ServiceConfig:
     policy: TierPolicy = field(default_factory=TierPolicy)
     # batching
     max_batch_pairs: int = 256  # pairs gathered from concurrent requests into one scoring call
-    max_wait_ms: float = 5.0  # how long the first request waits for company
+    # Requests that arrive while the model is busy always join the next batch; an extra wait only
+    # adds latency to a lone request, so none by default.
+    max_wait_ms: float = 0.0
     max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS  # padded tokens per forward pass
     prefix_reuse: bool = True
     # limits (bad input gets a 4xx, never a 500)
