@@ -7,6 +7,7 @@ import inspect
 import logging
 import sys
 import typing
+from pathlib import Path
 from typing import Optional
 
 import typer
@@ -155,6 +156,29 @@ def score(
         table.add_row(
             str(i), title, *[f"{p:.3f}" for p in j.probs.values()], j.level.name, j.tier, "yes" if j.keep else "no"
         )
+    Console().print(table)
+
+
+@app.command()
+def train(
+    config: Path = typer.Option(..., "--config", help="training YAML (see training/configs/)"),
+    stage: Optional[str] = typer.Option(None, help="run only this stage: data, select, cot, sft, eval, export"),
+    force: bool = typer.Option(False, help="re-run stages that are already done"),
+) -> None:
+    """Run the staged fine-tuning pipeline (resumes where it stopped)."""
+    from training.config import ConfigError, load_config
+    from training.runner import Run, StageError
+
+    try:
+        run = Run(load_config(config))
+        rows = run.run(only=stage, force=force)
+    except (ConfigError, StageError, SchemeError) as exc:
+        fail(str(exc))
+    table = Table(title=f"lref train: {run.out}")
+    table.add_column("stage")
+    table.add_column("result")
+    for name, result in rows:
+        table.add_row(name, result)
     Console().print(table)
 
 

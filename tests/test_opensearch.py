@@ -180,3 +180,19 @@ def test_load_rejects_bad_catalog_before_indexing(opensearch_node, tmp_path):
     done = lref("opensearch", "load", str(bad), "--opensearch", opensearch_node.url, "--index", "never-made")
     assert done.returncode == 2 and "bad.jsonl:2: title is missing" in done.stderr
     assert httpx.head(f"{opensearch_node.url}/never-made").status_code == 404  # nothing half-loaded
+
+
+def test_api_key_travels_as_the_connector_credential(stack, keyed_server, tmp_path):
+    key = tmp_path / "key"
+    key.write_text("s3cret-key\n")
+    assert install(stack, keyed_server.url, "--api-key-file", str(key)).returncode == 0
+    try:
+        assert search(stack, "lref-rerank")["ext"]["lref"]["reranked"] is True
+        key.write_text("wrong-key\n")
+        changed = install(stack, keyed_server.url, "--api-key-file", str(key))
+        assert changed.returncode == 0 and "updated" in changed.stdout  # a new key is a change
+        refused = search(stack, "lref-rerank")  # the reranker answers 401: search falls back, not fails
+        assert refused["ext"]["lref"]["reranked"] is False
+        assert "s3cret-key" not in keyed_server.output() and "wrong-key" not in keyed_server.output()
+    finally:
+        key.unlink()

@@ -1,0 +1,175 @@
+"""The training config: one YAML file, one section per stage, checked whole before anything runs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+# Stages in the order `lref train` runs them.
+STAGES = ("data", "select", "cot", "sft", "eval", "export")
+
+
+class ConfigError(ValueError):
+    """A config problem, reported before any training starts."""
+
+
+@dataclass
+class DataConfig:
+    train: str = ""  # judgments file: .jsonl, .csv or .parquet
+    eval: str | None = None  # a separate eval file; otherwise eval_fraction of the queries
+    format: str = "auto"  # auto | jsonl | csv | esci
+    columns: dict[str, str] = field(default_factory=dict)  # our name -> the file's column name
+    grade_field: str = "level"  # the column holding the raw grade
+    grade_map: dict[str, str] = field(default_factory=dict)  # raw grade -> level name/token; empty = as is
+    eval_fraction: float = 0.1
+    max_train: int | None = None  # subsample (by query, seeded) to what the machine can train
+    max_eval: int | None = None
+
+
+@dataclass
+class SelectConfig:
+    enabled: bool = True
+    helper: str = "linear"  # cheap helper models: hashed lexical features + logistic regression
+    im_fraction: float = 0.3  # IM: trained on a random sample of this size
+    ci_per_bucket: int = 2000  # CI: at most this many rows from each of head/torso/tail queries
+    ms_folds: int = 3  # MS: out-of-fold confusions define the simulated mislabels
+    teacher_labels: str | None = None  # JSONL of teacher labels; with it MS predicts the teacher's disagreements
+    min_keep: int = 1
+
+
+@dataclass
+class TeacherConfig:
+    base_url: str = ""  # any OpenAI-compatible endpoint, e.g. http://127.0.0.1:8001/v1
+    model: str = ""
+    api_key_env: str = "OPENAI_API_KEY"
+    timeout_s: float = 60.0
+    max_tokens: int = 96
+
+
+@dataclass
+class CotConfig:
+    enabled: bool = True
+    generator: str = "rules"  # rules | teacher
+    styles: list[str] = field(default_factory=lambda: ["EE", "RA", "DR"])
+    rules_file: str | None = None  # default: training/rules.md
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+
+
+@dataclass
+class LoraConfig:
+    enabled: bool = True
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: str | list[str] = "all-linear"
+
+
+@dataclass
+class SftConfig:
+    epochs: float = 1.0
+    learning_rate: float = 2e-4
+    batch_size: int = 8
+    grad_accum: int = 1
+    max_length: int = 512
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    curriculum: list[str] = field(default_factory=lambda: ["EE", "RA", "DR"])
+    save_steps: int = 200
+
+
+@dataclass
+class EvalConfig:
+    betas: list[float] = field(default_factory=lambda: [round(0.1 * i, 1) for i in range(1, 10)])
+    pick_beta_by: str = "bad_f1"  # the β kept for serving maximises the Bad tier's F1 on eval
+
+
+@dataclass
+class TrainConfig:
+    run_dir: str = "runs/default"
+    model: str = "default"  # base model: 'default', a local dir, a .gguf file or a hub id
+    scheme: str = "four_level"
+    seed: int = 0
+    device: str = "auto"
+    data: DataConfig = field(default_factory=DataConfig)
+    select: SelectConfig = field(default_factory=SelectConfig)
+    cot: CotConfig = field(default_factory=CotConfig)
+    sft: SftConfig = field(default_factory=SftConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    base_dir: Path = field(default=Path("."), repr=False)  # relative paths resolve against the YAML's dir
+
+    def path(self, value: str) -> Path:
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else (self.base_dir / p)
+
+    @property
+    def out(self) -> Path:
+        return self.path(self.run_dir)
+
+
+def _build(cls, raw: Any, where: str):
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(raw).__name__}")
+    known = {f.name: f for f in fields(cls) if f.name != "base_dir"}
+    unknown = sorted(set(raw) - set(known))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+    values = {}
+    for name, value in raw.items():
+        default = known[name].default_factory() if callable(known[name].default_factory) else known[name].default
+        values[name] = _build(type(default), value, f"{where}.{name}") if is_dataclass(default) else value
+    return cls(**values)
+
+
+def validate(config: TrainConfig) -> TrainConfig:
+    from reranker.core import SchemeError, load_scheme
+
+    try:
+        scheme = load_scheme(config.scheme)
+    except (SchemeError, OSError) as exc:
+        raise ConfigError(f"scheme: {exc}") from exc
+    if not config.data.train:
+        raise ConfigError("data.train: a judgments file is required")
+    for name in ("train", "eval"):
+        value = getattr(config.data, name)
+        if value and not config.path(value).is_file():
+            raise ConfigError(f"data.{name}: file not found: {config.path(value)}")
+    if config.data.format not in ("auto", "jsonl", "csv", "esci"):
+        raise ConfigError(f"data.format must be auto, jsonl, csv or esci, got {config.data.format!r}")
+    for raw, target in config.data.grade_map.items():
+        try:
+            scheme.level(str(target))
+        except SchemeError as exc:
+            raise ConfigError(f"data.grade_map: {raw!r} -> {target!r}: {exc}") from exc
+    if not 0.0 < config.data.eval_fraction < 1.0:
+        raise ConfigError("data.eval_fraction must be between 0 and 1")
+    bad_styles = sorted(set(config.cot.styles) - {"EE", "RA", "DR"})
+    if bad_styles or set(config.sft.curriculum) - {"EE", "RA", "DR"}:
+        raise ConfigError(f"cot.styles / sft.curriculum take EE, RA, DR; got {bad_styles or config.sft.curriculum}")
+    if config.cot.generator not in ("rules", "teacher"):
+        raise ConfigError(f"cot.generator must be rules or teacher, got {config.cot.generator!r}")
+    if config.cot.enabled and config.cot.generator == "teacher" and not (config.cot.teacher.base_url and config.cot.teacher.model):
+        raise ConfigError("cot.teacher: base_url and model are required when cot.generator is teacher")
+    if config.cot.rules_file and not config.path(config.cot.rules_file).is_file():
+        raise ConfigError(f"cot.rules_file: file not found: {config.path(config.cot.rules_file)}")
+    if config.select.teacher_labels and not config.path(config.select.teacher_labels).is_file():
+        raise ConfigError(f"select.teacher_labels: file not found: {config.path(config.select.teacher_labels)}")
+    if not all(0.0 < b <= 1.0 for b in config.eval.betas):
+        raise ConfigError("eval.betas must lie in (0, 1]")
+    return config
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+    if overrides:
+        raw.update(overrides)
+    config = _build(TrainConfig, raw, path.name)
+    config.base_dir = path.resolve().parent
+    return validate(config)
