@@ -13,6 +13,8 @@ import pytest
 import yaml
 
 from conftest import Server
+from training.config import SelectConfig
+from training.select import select
 
 PRODUCTS = {
     "drill": ["cordless drill 18v", "drill bit set", "hammer drill kit", "drill battery pack"],
@@ -48,9 +50,16 @@ def trained(tiny_model_dir, tmp_path_factory):
     config = {
         "run_dir": "run", "model": str(tiny_model_dir), "seed": 0, "device": "cpu",
         "data": {"train": "judgments.jsonl", "eval_fraction": 0.25},
-        "select": {"im_fraction": 0.5, "ms_folds": 2},
+        "select": {"enabled": False},  # "SFT on all": the tiny judge needs every row (selection: test below)
         "cot": {"generator": "rules"},
-        "sft": {"epochs": 1, "batch_size": 8, "max_length": 384, "save_steps": 5, "lora": {"r": 4, "alpha": 8}},
+        # Strong enough that the tiny model answers with a label token first, so sampling finds
+        # some right answers and GRPO gets informative prompts.
+        "sft": {"epochs": 6, "learning_rate": 0.003, "batch_size": 8, "max_length": 384, "save_steps": 5,
+                "lora": {"r": 8, "alpha": 16}},
+        "dpo_debias": {"max_rows": 24, "batch_size": 4, "lora_r": 4, "learning_rate": 0.001},
+        "dpo_passn": {"max_rows": 12, "n": 3, "max_new_tokens": 12, "batch_size": 4, "lora_r": 4},
+        "grpo": {"max_rows": 16, "num_generations": 3, "max_new_tokens": 4, "prompts_per_step": 1, "lora_r": 4,
+                 "max_prompts": 6},
         "eval": {"betas": [0.3, 0.5, 0.7]},
     }
     (root / "train.yaml").write_text(yaml.safe_dump(config))
@@ -63,20 +72,31 @@ def metrics(root, stage: str) -> dict:
     return json.loads((root / "run" / stage / "metrics.json").read_text())
 
 
+def report_model(root) -> str:
+    return metrics(root, "eval")["model"]
+
+
 def test_every_stage_leaves_its_artefacts(trained):
     data = metrics(trained, "data")
     assert data["train_rows"] > 0 and data["eval_rows"] > 0
     train = [json.loads(x) for x in (trained / "run/data/train.jsonl").read_text().splitlines()]
     evaluation = [json.loads(x) for x in (trained / "run/data/eval.jsonl").read_text().splitlines()]
     assert not {r["query"] for r in train} & {r["query"] for r in evaluation}  # split by query
-    selected = metrics(trained, "select")
-    assert 0 < selected["kept"] < selected["rows"]
-    assert selected["mislabel_model"]["source"] == "simulated confusions"
+    assert metrics(trained, "select") == {"enabled": False, "kept": data["train_rows"]}
     cot = [json.loads(x) for x in (trained / "run/cot/train.jsonl").read_text().splitlines()]
     assert {r["style"] for r in cot} == {"EE", "RA", "DR"} and all(r["reasoning"] for r in cot)
     sft = metrics(trained, "sft")
     assert sft["phases"] == ["EE", "RA", "DR"]  # the curriculum order
-    assert (trained / "run/sft/model/adapter_config.json").exists()
+    assert (trained / "run/sft/model/config.json").exists()  # LoRA merged: a plain model dir
+    debias = metrics(trained, "dpo_debias")
+    assert debias["pairs"] == debias["train_optimistic_errors"] <= debias["train_errors"]
+    assert {"optimistic_share_of_errors"} <= set(debias["eval_before"]) & set(debias["eval_after"])
+    passn = metrics(trained, "dpo_passn")
+    assert passn["rows"] == 12 and 0.0 <= passn["pass_at_n"] <= 1.0 and passn["pairs"] <= 12
+    grpo = metrics(trained, "grpo")
+    assert 0 < grpo["kept_balanced"] <= grpo["informative"] <= grpo["rows"] == 16  # GRPOTrainer really ran
+    assert (trained / "run/grpo/checkpoint-1").exists() or any((trained / "run/grpo").glob("checkpoint-*"))
+    assert report_model(trained).endswith("grpo/model")  # eval judges the last trained stage
     report = metrics(trained, "eval")
     assert 0.0 <= report["accuracy"] <= 1.0 and set(report["per_class"]) == {"Excellent", "Related", "Mismatch", "Irrelevant"}
     assert [s["beta"] for s in report["beta_sweep"]] == [0.3, 0.5, 0.7] and report["chosen_beta"] in (0.3, 0.5, 0.7)
@@ -85,10 +105,26 @@ def test_every_stage_leaves_its_artefacts(trained):
     assert (trained / "run/export/model/config.json").exists()
 
 
+def test_selection_keeps_exactly_the_rows_the_three_helpers_agree_on():
+    names = ["Excellent", "Related", "Mismatch", "Irrelevant"]
+    rows = [{"query": r["query"], "product_id": r["product_id"], "product": r["title"], "label": names[4 - r["level"]]}
+            for r in judgments()]
+    kept, votes, report = select(rows, SelectConfig(im_fraction=0.2, ms_folds=2), 0, names)
+    assert [v["keep"] for v in votes] == [v["im"] != v["label"] and v["ci"] == v["label"] and v["ms"] != v["label"]
+                                          for v in votes]
+    assert kept == [r for r, v in zip(rows, votes) if v["keep"]] and 0 < len(kept) < len(rows)
+    assert report["kept"] == len(kept) and report["mislabel_model"]["source"] == "simulated confusions"
+    # With a teacher, the rows it disputes are exactly the ones MS flags.
+    teacher = {(r["query"], r["product_id"]): ("Irrelevant" if i % 5 == 0 else r["label"]) for i, r in enumerate(rows)}
+    _, votes, report = select(rows, SelectConfig(im_fraction=0.2), 0, names, teacher)
+    disputed = [teacher[(r["query"], r["product_id"])] != r["label"] for r in rows]
+    assert [v["ms"] == v["label"] for v in votes] == disputed and report["mislabel_model"]["source"] == "teacher"
+
+
 def test_a_second_run_resumes_and_skips_finished_stages(trained):
     again = lref("train", "--config", str(trained / "train.yaml"))
     assert again.returncode == 0
-    assert again.stdout.count("skipped (done)") == 6
+    assert again.stdout.count("skipped (done)") == 9
 
 
 def test_exported_model_serves_through_the_reranker(trained):
@@ -132,3 +168,58 @@ def test_unknown_stage_and_labels_outside_the_scheme(trained, tmp_path):
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
     done = lref("train", "--config", str(tmp_path / "c.yaml"))
     assert done.returncode == 2 and "grade 7" in done.stderr and "map it with data.grade_map" in done.stderr
+
+
+def test_debias_pairs_prefer_the_gold_label_over_an_over_grade(tiny_model_dir):
+    import numpy as np
+    from transformers import AutoTokenizer
+
+    from reranker.core import PromptFormat, load_scheme
+    from training.dpo import debias_pairs
+
+    scheme = load_scheme()
+    prompt = PromptFormat(AutoTokenizer.from_pretrained(tiny_model_dir), scheme)
+    rows = [{"query": "hose", "product": "garden hose", "label": label} for label in ("Related", "Excellent", "Mismatch")]
+    probs = np.array([[0.6, 0.3, 0.05, 0.05],   # gold Related, top Excellent: optimistic -> a pair
+                      [0.2, 0.7, 0.05, 0.05],   # gold Excellent, top Related: pessimistic -> no pair
+                      [0.1, 0.1, 0.7, 0.1]])    # right -> no pair
+    pairs, report = debias_pairs(rows, probs, prompt, scheme)
+    assert report == {"train_errors": 2, "train_optimistic_errors": 1, "pairs": 1}
+    assert pairs[0]["chosen_ids"][0] == prompt.label_token_ids[1]  # "3" Related
+    assert pairs[0]["rejected_ids"][0] == prompt.label_token_ids[0]  # "4" Excellent
+    assert pairs[0]["prompt_ids"] == prompt.encode("hose", "garden hose").prompt_ids
+
+
+def test_teacher_rationales_come_from_an_openai_compatible_endpoint(tiny_model_dir):
+    """A real OpenAI-compatible server (`transformers serve`, the tiny model as teacher)."""
+    import time
+
+    from conftest import free_port
+    from reranker.core import load_scheme
+    from training.config import CotConfig, TeacherConfig
+    from training.cot import CotError, generate
+
+    port = free_port()
+    teacher = subprocess.Popen([sys.executable, "-m", "transformers.cli.transformers", "serve", str(tiny_model_dir),
+                                "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        rows = [{"query": "garden hose", "product_id": "1", "product": "garden hose 50 ft", "label": "Excellent"},
+                {"query": "drill", "product_id": "2", "product": "paint tray", "label": "Irrelevant"}]
+        cfg = CotConfig(generator="teacher", teacher=TeacherConfig(base_url=f"http://127.0.0.1:{port}/v1",
+                                                                   model=str(tiny_model_dir), max_tokens=8))
+        out, report = generate(rows, cfg, load_scheme(), None)
+        assert [r["style"] for r in out] == ["EE", "RA", "DR"] * 2 and report["generator"] == "teacher"
+        assert all(isinstance(r["reasoning"], str) and r["label"] for r in out)
+    finally:
+        teacher.terminate()
+        teacher.wait(20)
+    dead = CotConfig(generator="teacher", teacher=TeacherConfig(base_url=f"http://127.0.0.1:{free_port()}/v1", model="m"))
+    with pytest.raises(CotError, match="teacher at http://127.0.0.1"):
+        generate(rows[:1], dead, load_scheme(), None)

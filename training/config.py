@@ -9,7 +9,8 @@ from typing import Any
 import yaml
 
 # Stages in the order `lref train` runs them.
-STAGES = ("data", "select", "cot", "sft", "eval", "export")
+STAGES = ("data", "select", "cot", "sft", "dpo_debias", "dpo_passn", "grpo", "eval", "export")
+TRAINED = ("sft", "dpo_debias", "dpo_passn", "grpo")  # stages that write a model, in order
 
 
 class ConfigError(ValueError):
@@ -80,6 +81,39 @@ class SftConfig:
 
 
 @dataclass
+class PolicyStageConfig:
+    """What the preference/RL stages share: LoRA on the previous model, sampled rows, sampling."""
+
+    enabled: bool = True
+    max_rows: int | None = 2000  # training rows scored / sampled
+    epochs: float = 1.0
+    learning_rate: float = 5e-5
+    lora_r: int = 16
+    save_steps: int = 200
+    temperature: float = 1.0
+    max_new_tokens: int = 48
+
+
+@dataclass
+class DpoConfig(PolicyStageConfig):
+    beta: float = 0.1
+    batch_size: int = 8
+    max_length: int = 512
+    n: int = 4  # dpo_passn: samples per row
+
+
+@dataclass
+class GrpoConfig(PolicyStageConfig):
+    max_rows: int | None = 1000
+    learning_rate: float = 1e-5
+    max_new_tokens: int = 16
+    num_generations: int = 4  # rollouts per prompt, for dynamic sampling and for GRPO's groups
+    gamma: int | None = None  # keep a prompt if 0 < #correct < gamma (default: num_generations)
+    max_prompts: int | None = 400
+    prompts_per_step: int = 2
+
+
+@dataclass
 class EvalConfig:
     betas: list[float] = field(default_factory=lambda: [round(0.1 * i, 1) for i in range(1, 10)])
     pick_beta_by: str = "bad_f1"  # the β kept for serving maximises the Bad tier's F1 on eval
@@ -96,6 +130,9 @@ class TrainConfig:
     select: SelectConfig = field(default_factory=SelectConfig)
     cot: CotConfig = field(default_factory=CotConfig)
     sft: SftConfig = field(default_factory=SftConfig)
+    dpo_debias: DpoConfig = field(default_factory=DpoConfig)
+    dpo_passn: DpoConfig = field(default_factory=DpoConfig)
+    grpo: GrpoConfig = field(default_factory=GrpoConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     base_dir: Path = field(default=Path("."), repr=False)  # relative paths resolve against the YAML's dir
 
@@ -155,6 +192,8 @@ def validate(config: TrainConfig) -> TrainConfig:
         raise ConfigError(f"cot.rules_file: file not found: {config.path(config.cot.rules_file)}")
     if config.select.teacher_labels and not config.path(config.select.teacher_labels).is_file():
         raise ConfigError(f"select.teacher_labels: file not found: {config.path(config.select.teacher_labels)}")
+    if config.grpo.num_generations < 2 or config.dpo_passn.n < 2:
+        raise ConfigError("grpo.num_generations and dpo_passn.n must be at least 2")
     if not all(0.0 < b <= 1.0 for b in config.eval.betas):
         raise ConfigError("eval.betas must lie in (0, 1]")
     return config

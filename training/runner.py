@@ -8,6 +8,8 @@ import json
 import random
 import shutil
 from pathlib import Path
+
+import torch
 from typing import Callable
 
 from reranker.core import PromptFormat, load_scheme
@@ -15,7 +17,7 @@ from reranker.core import PromptFormat, load_scheme
 from . import cot as cot_stage
 from . import data as data_stage
 from . import select as select_stage
-from .config import STAGES, ConfigError, TrainConfig
+from .config import STAGES, TRAINED, ConfigError, TrainConfig
 
 MARK = ".done"
 
@@ -84,7 +86,8 @@ class Run:
         if self.config.select.teacher_labels:
             labelled = data_stage.read_jsonl(self.config.path(self.config.select.teacher_labels))
             teacher = {(r["query"], str(r["product_id"])): self.scheme.level(r["label"]).name for r in labelled}
-        kept, metrics = select_stage.select(rows, self.config.select, self.config.seed, self.scheme.names, teacher)
+        kept, votes, metrics = select_stage.select(rows, self.config.select, self.config.seed, self.scheme.names, teacher)
+        data_stage.write_jsonl(self.dir("select") / "votes.jsonl", votes)
         if len(kept) < self.config.select.min_keep:
             raise StageError(f"selection kept {len(kept)} of {len(rows)} rows (< select.min_keep)")
         data_stage.write_jsonl(self.dir("select") / "train.jsonl", kept)
@@ -112,32 +115,99 @@ class Run:
         return {"rows": len(rows), "model": str(result), "lora": self.config.sft.lora.enabled,
                 "phases": [style for style, _ in sft_stage.phases(rows, self.config.sft.curriculum)]}
 
-    def judge_spec(self):
-        """The latest trained model, as the server would load it."""
-        from reranker.models.loading import ModelSpec
+    def latest_model(self, before: str | None = None) -> Path:
+        """The newest model a finished trained stage wrote (each is a merged HF dir)."""
+        stages = TRAINED[: TRAINED.index(before)] if before in TRAINED else TRAINED
+        found = [self.dir(s) / "model" for s in stages
+                 if (self.dir(s) / MARK).exists() and (self.dir(s) / "model" / "config.json").exists()]
+        if not found:
+            raise StageError("needs a trained model from stage 'sft': run that stage first")
+        return found[-1]
 
-        trained = self.need("sft", "model")
-        if (trained / "adapter_config.json").exists():
-            return ModelSpec(model=self.base_model, adapter=str(trained), dtype="float32", device=self.config.device)
-        return ModelSpec(model=str(trained), dtype="float32", device=self.config.device)
-
-    def eval(self) -> dict:
+    def backend(self, model_dir: Path):
+        """The served scoring path (same prompt, same label head) over a model dir."""
         from reranker.backends.transformers_backend import TransformersBackend
-        from reranker.models.loading import load_model
+        from reranker.models.loading import ModelSpec, load_model
 
+        model, tokenizer, device = load_model(ModelSpec(model=str(model_dir), dtype="float32", device=self.config.device))
+        return TransformersBackend(model, PromptFormat(tokenizer, self.scheme), device=device)
+
+    def sample_rows(self, limit: int | None) -> list[dict]:
+        rows = data_stage.read_jsonl(self.need("data", "train.jsonl"))
+        return random.Random(self.config.seed).sample(rows, limit) if limit and len(rows) > limit else rows
+
+    def eval_report(self, model_dir: Path) -> dict:
         from . import evaluate
 
         rows = data_stage.read_jsonl(self.need("data", "eval.jsonl"))
-        model, tokenizer, device = load_model(self.judge_spec())
-        backend = TransformersBackend(model, PromptFormat(tokenizer, self.scheme), device=device)
-        report = evaluate.metrics(evaluate.label_probs(backend, rows), rows, self.scheme, self.config.eval)
+        return evaluate.metrics(evaluate.label_probs(self.backend(model_dir), rows), rows, self.scheme, self.config.eval)
+
+    def dpo_debias(self) -> dict:
+        from . import dpo, evaluate
+
+        cfg = self.config.dpo_debias
+        if not cfg.enabled:
+            return {"enabled": False}
+        base = self.latest_model(before="dpo_debias")
+        rows = self.sample_rows(cfg.max_rows)
+        pairs, metrics = dpo.debias_pairs(rows, evaluate.label_probs(self.backend(base), rows), self.prompt, self.scheme)
+        before = self.eval_report(base)
+        result = dpo.train(base, pairs, self.prompt.tokenizer, cfg, self.dir("dpo_debias"), self.config.seed,
+                           self.device(), self.log)
+        after = self.eval_report(result)
+        keys = ("optimistic_share_of_errors", "optimistic_errors", "errors", "macro_f1")
+        return {**metrics, "eval_before": {k: before[k] for k in keys}, "eval_after": {k: after[k] for k in keys},
+                "model": str(result)}
+
+    def _samples(self, base: Path, rows: list[dict], n: int, max_new_tokens: int, temperature: float):
+        from transformers import AutoModelForCausalLM
+
+        from .sampling import sample_answers
+
+        device = self.device()
+        model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).to(device)
+        return sample_answers(model, self.prompt, rows, n, max_new_tokens, temperature, device=device)
+
+    def _sampled(self, stage: str, n: int):
+        """(config, previous model, rows, n samples per row) for the stages that learn from samples."""
+        cfg = getattr(self.config, stage)
+        base = self.latest_model(before=stage)
+        rows = self.sample_rows(cfg.max_rows)
+        return cfg, base, rows, self._samples(base, rows, n, cfg.max_new_tokens, cfg.temperature)
+
+    def dpo_passn(self) -> dict:
+        from . import dpo
+
+        if not self.config.dpo_passn.enabled:
+            return {"enabled": False}
+        cfg, base, rows, samples = self._sampled("dpo_passn", self.config.dpo_passn.n)
+        pairs, metrics = dpo.passn_pairs(rows, samples, self.prompt, self.scheme, self.config.seed)
+        result = dpo.train(base, pairs, self.prompt.tokenizer, cfg, self.dir("dpo_passn"), self.config.seed,
+                           self.device(), self.log)
+        return {**metrics, "model": str(result)}
+
+    def grpo(self) -> dict:
+        from . import grpo
+
+        if not self.config.grpo.enabled:
+            return {"enabled": False}
+        cfg, base, rows, samples = self._sampled("grpo", self.config.grpo.num_generations)
+        kept, metrics = grpo.dynamic_sample(rows, samples, cfg, self.config.seed)
+        result = grpo.train(base, kept, self.prompt, cfg, self.dir("grpo"), self.config.seed, self.device(), self.log)
+        return {**metrics, "model": str(result)}
+
+    def eval(self) -> dict:
+        from . import evaluate
+
+        model_dir = self.latest_model()
+        report = {"model": str(model_dir), **self.eval_report(model_dir)}
         evaluate.plot(report, self.dir("eval") / "report.png")
         return report
 
     def export(self) -> dict:
-        from reranker.models.loading import load_model
+        from reranker.models.loading import ModelSpec, load_model
 
-        model, tokenizer, _ = load_model(self.judge_spec())  # LoRA merged into the base here
+        model, tokenizer, _ = load_model(ModelSpec(model=str(self.latest_model()), dtype="float32", device="cpu"))
         target = self.dir("export") / "model"
         shutil.rmtree(target, ignore_errors=True)
         model.save_pretrained(target)

@@ -103,8 +103,8 @@ def mislabel_predictions(rows: list[dict], cfg: SelectConfig, seed: int, labels:
 
 
 def select(rows: list[dict], cfg: SelectConfig, seed: int, labels: list[str],
-           teacher: dict | None = None) -> tuple[list[dict], dict]:
-    """labels: the scheme's level names, best first."""
+           teacher: dict | None = None) -> tuple[list[dict], list[dict], dict]:
+    """-> (kept rows, every row's helper votes, metrics); labels: the scheme's names, best first."""
     rng = random.Random(seed)
     im_rows = rng.sample(rows, max(1, int(len(rows) * cfg.im_fraction)))
     segments = query_segments(rows)
@@ -114,7 +114,9 @@ def select(rows: list[dict], cfg: SelectConfig, seed: int, labels: list[str],
         ci_rows += rng.sample(bucket, min(len(bucket), cfg.ci_per_bucket))
     im, ci = Helper(seed).fit(im_rows).predict(rows), Helper(seed).fit(ci_rows).predict(rows)
     ms, ms_info = mislabel_predictions(rows, cfg, seed, labels, teacher)
-    kept = [r for r, a, b, c in zip(rows, im, ci, ms) if a != r["label"] and b == r["label"] and c != r["label"]]
+    votes = [{"query": r["query"], "product_id": r["product_id"], "label": r["label"], "im": a, "ci": b, "ms": c,
+              "keep": a != r["label"] and b == r["label"] and c != r["label"]} for r, a, b, c in zip(rows, im, ci, ms)]
+    kept = [r for r, v in zip(rows, votes) if v["keep"]]
     metrics = {
         "rows": len(rows), "kept": len(kept), "kept_fraction": round(len(kept) / len(rows), 4),
         "im_wrong": sum(a != r["label"] for r, a in zip(rows, im)),
@@ -124,4 +126,4 @@ def select(rows: list[dict], cfg: SelectConfig, seed: int, labels: list[str],
         "segments": dict(Counter(segments[r["query"]] for r in rows)),
         "kept_class_mix": dict(sorted(Counter(r["label"] for r in kept).items())),
     }
-    return kept, metrics
+    return kept, votes, metrics

@@ -45,7 +45,7 @@ def _last_checkpoint(path: Path) -> str | None:
 
 def train(base: str, rows: list[dict], prompt: PromptFormat, cfg: SftConfig, out: Path, seed: int,
           device: str, log=print) -> Path:
-    """-> the trained adapter (LoRA) or model (full fine-tune) directory."""
+    """-> a full model directory (LoRA merged in), which later stages start from and serve loads."""
     from peft import LoraConfig, PeftModel
     from transformers import AutoModelForCausalLM
     from trl import SFTConfig, SFTTrainer
@@ -77,7 +77,16 @@ def train(base: str, rows: list[dict], prompt: PromptFormat, cfg: SftConfig, out
         model.save_pretrained(final)
         prompt.tokenizer.save_pretrained(final)
         (phase_dir / DONE).write_text(str(trainer.state.global_step))
-    result = out / "model"
-    model.save_pretrained(result)
-    prompt.tokenizer.save_pretrained(result)
-    return result
+    return save_merged(model, prompt.tokenizer, out / "model")
+
+
+def save_merged(model, tokenizer, target: Path) -> Path:
+    """Merge a LoRA adapter (if any) and save a plain HF model dir: the next stage's reference
+    model and what `lref serve --model` loads as is."""
+    from peft import PeftModel
+
+    if isinstance(model, PeftModel):
+        model = model.merge_and_unload()
+    model.save_pretrained(target)
+    tokenizer.save_pretrained(target)
+    return target

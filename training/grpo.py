@@ -1,0 +1,93 @@
+"""Stage `grpo` (TaoSR1): TRL's GRPOTrainer with a correct-label reward (+ a small format reward),
+on prompts chosen by difficulty-based dynamic sampling: N rollouts per prompt first, keep a prompt
+only if 0 < #correct < γ (too easy and hopeless prompts carry no group advantage), then
+class-balanced downsampling so every gold label gets the same number of prompts."""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+
+from reranker.core import LabelScheme, PromptFormat
+
+from .config import GrpoConfig
+
+
+def dynamic_sample(rows: list[dict], samples: list[list[dict]], cfg: GrpoConfig, seed: int) -> tuple[list[dict], dict]:
+    gamma = cfg.gamma or cfg.num_generations
+    correct = [sum(a["label"] == r["label"] for a in s) for r, s in zip(rows, samples)]
+    informative = [r for r, c in zip(rows, correct) if 0 < c < gamma]
+    by_label: dict[str, list[dict]] = defaultdict(list)
+    for row in informative:
+        by_label[row["label"]].append(row)
+    rng = random.Random(seed)
+    per_class = min((len(v) for v in by_label.values()), default=0)
+    per_class = min(per_class, cfg.max_prompts // max(len(by_label), 1)) if cfg.max_prompts else per_class
+    kept = [row for label in sorted(by_label) for row in rng.sample(by_label[label], per_class)]
+    rng.shuffle(kept)
+    return kept, {"rows": len(rows), "all_wrong": correct.count(0),
+                  "all_right_or_above_gamma": sum(c >= gamma for c in correct),
+                  "informative": len(informative), "kept_balanced": len(kept), "per_class": per_class}
+
+
+def rewards(prompt: PromptFormat, scheme: LabelScheme):
+    tokens = {lv.token: lv.name for lv in scheme.levels}
+
+    def correct_label(completions, gold, **_) -> list[float]:
+        return [1.0 if tokens.get(c.lstrip()[:1]) == g else 0.0 for c, g in zip(completions, gold)]
+
+    def answer_first(completions, **_) -> list[float]:
+        # The label token must come first, alone on its line (what serving reads).
+        return [0.1 if c[:1] in tokens and (len(c) == 1 or c[1] in "\n") else 0.0 for c in completions]
+
+    return [correct_label, answer_first]
+
+
+def prompt_ids_by_text(rows: list[dict], prompt: PromptFormat) -> dict[str, list[int]]:
+    """Our prompt ids keyed by their decoded text. Re-tokenizing the text would merge tokens across
+    the query/product boundaries our prompt is encoded in, so GRPO gets the ids themselves."""
+    by_text = {}
+    for row in rows:
+        ids = prompt.encode(row["query"], row["product"]).prompt_ids
+        by_text[prompt.tokenizer.decode(ids)] = ids
+    return by_text
+
+
+def train(base: Path, rows: list[dict], prompt: PromptFormat, cfg: GrpoConfig, out: Path, seed: int, device: str,
+          log=print) -> Path:
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM
+    from trl import GRPOConfig, GRPOTrainer
+
+    from .sft import save_merged
+
+    class TokenGRPOTrainer(GRPOTrainer):
+        """Generates from the relevance core's prompt ids, not from a re-tokenization of their text."""
+
+        def _tokenize_prompts(self, prompts: list):
+            return [ids_by_text[text] for text in prompts], None, {}
+
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    if not rows:
+        log("dynamic sampling kept no prompts: the model is passed on unchanged")
+        return save_merged(model, prompt.tokenizer, out / "model")
+    ids_by_text = prompt_ids_by_text(rows, prompt)
+    texts = [prompt.tokenizer.decode(prompt.encode(r["query"], r["product"]).prompt_ids) for r in rows]
+    dataset = Dataset.from_list([{"prompt": text, "gold": row["label"]} for text, row in zip(texts, rows)])
+    args = GRPOConfig(
+        output_dir=str(out), num_train_epochs=cfg.epochs, learning_rate=cfg.learning_rate, seed=seed, data_seed=seed,
+        num_generations=cfg.num_generations, per_device_train_batch_size=cfg.num_generations * cfg.prompts_per_step,
+        max_completion_length=cfg.max_new_tokens, temperature=cfg.temperature, save_steps=cfg.save_steps,
+        save_total_limit=1, logging_steps=5, report_to=[], use_cpu=device == "cpu", bf16=False, fp16=False,
+    )
+    lora = LoraConfig(r=cfg.lora_r, lora_alpha=2 * cfg.lora_r, lora_dropout=0.05, target_modules="all-linear",
+                      task_type="CAUSAL_LM")
+    trainer = TokenGRPOTrainer(model=model, reward_funcs=rewards(prompt, prompt.scheme), args=args, train_dataset=dataset,
+                          processing_class=prompt.tokenizer, peft_config=lora)
+    points = sorted(out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    trainer.train(resume_from_checkpoint=str(points[-1]) if points else None)
+    return save_merged(trainer.model, prompt.tokenizer, out / "model")
