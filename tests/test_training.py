@@ -60,7 +60,7 @@ def trained(tiny_model_dir, tmp_path_factory):
         "dpo_passn": {"max_rows": 12, "n": 3, "max_new_tokens": 12, "batch_size": 4, "lora_r": 4},
         "grpo": {"max_rows": 16, "num_generations": 3, "max_new_tokens": 4, "prompts_per_step": 1, "lora_r": 4,
                  "max_prompts": 6},
-        "eval": {"betas": [0.3, 0.5, 0.7]},
+        "eval": {"betas": [0.3, 0.5, 0.7], "each_stage": True},
     }
     (root / "train.yaml").write_text(yaml.safe_dump(config))
     done = lref("train", "--config", str(root / "train.yaml"))
@@ -97,6 +97,9 @@ def test_every_stage_leaves_its_artefacts(trained):
     assert 0 < grpo["kept_balanced"] <= grpo["informative"] <= grpo["rows"] == 16  # GRPOTrainer really ran
     assert (trained / "run/grpo/checkpoint-1").exists() or any((trained / "run/grpo").glob("checkpoint-*"))
     assert report_model(trained).endswith("grpo/model")  # eval judges the last trained stage
+    per_stage = metrics(trained, "eval")["per_stage"]
+    assert list(per_stage) == ["base", "sft", "dpo_debias", "dpo_passn", "grpo"]  # the ablation rows
+    assert per_stage["grpo"]["macro_f1"] == metrics(trained, "eval")["macro_f1"]
     report = metrics(trained, "eval")
     assert 0.0 <= report["accuracy"] <= 1.0 and set(report["per_class"]) == {"Excellent", "Related", "Mismatch", "Irrelevant"}
     assert [s["beta"] for s in report["beta_sweep"]] == [0.3, 0.5, 0.7] and report["chosen_beta"] in (0.3, 0.5, 0.7)
@@ -119,6 +122,17 @@ def test_selection_keeps_exactly_the_rows_the_three_helpers_agree_on():
     _, votes, report = select(rows, SelectConfig(im_fraction=0.2), 0, names, teacher)
     disputed = [teacher[(r["query"], r["product_id"])] != r["label"] for r in rows]
     assert [v["ms"] == v["label"] for v in votes] == disputed and report["mislabel_model"]["source"] == "teacher"
+
+
+def test_class_balancing_upsamples_every_label_to_the_largest():
+    from collections import Counter
+
+    from training.sft import phases
+
+    rows = [{"label": "Related"}] * 6 + [{"label": "Irrelevant"}] * 2 + [{"label": "Excellent"}]
+    [(name, out)] = phases(rows, ["EE", "RA", "DR"], balance=True, seed=0)
+    assert name == "label" and Counter(r["label"] for r in out) == {"Related": 6, "Irrelevant": 6, "Excellent": 6}
+    assert phases(rows, ["EE"])[0][1] == rows  # off by default
 
 
 def test_a_second_run_resumes_and_skips_finished_stages(trained):

@@ -77,6 +77,9 @@ class SftConfig:
     max_length: int = 512
     lora: LoraConfig = field(default_factory=LoraConfig)
     curriculum: list[str] = field(default_factory=lambda: ["EE", "RA", "DR"])
+    # Upsample every label to the most frequent one's count within each phase (seeded), so the
+    # label head does not learn the class prior alone.
+    balance_classes: bool = False
     save_steps: int = 200
 
 
@@ -92,6 +95,7 @@ class PolicyStageConfig:
     save_steps: int = 200
     temperature: float = 1.0
     max_new_tokens: int = 48
+    sample_batch: int = 16  # prompts per generate() call when sampling answers
 
 
 @dataclass
@@ -117,6 +121,7 @@ class GrpoConfig(PolicyStageConfig):
 class EvalConfig:
     betas: list[float] = field(default_factory=lambda: [round(0.1 * i, 1) for i in range(1, 10)])
     pick_beta_by: str = "bad_f1"  # the β kept for serving maximises the Bad tier's F1 on eval
+    each_stage: bool = False  # also judge the base model and every trained stage's model (ablations)
 
 
 @dataclass

@@ -81,6 +81,15 @@ def metrics(probs: np.ndarray, rows: list[dict], scheme: LabelScheme, cfg: EvalC
     }
 
 
+def summary(report: dict) -> dict:
+    """The ablation table's columns."""
+    return {"accuracy": report["accuracy"], "macro_f1": report["macro_f1"],
+            "f1": {name: c["f1"] for name, c in report["per_class"].items()}, "ece": report["ece"],
+            "optimistic_share_of_errors": report["optimistic_share_of_errors"], "chosen_beta": report["chosen_beta"],
+            "bad_precision": report["bad_at_chosen_beta"]["bad_precision"],
+            "bad_recall": report["bad_at_chosen_beta"]["bad_recall"]}
+
+
 def plot(report: dict, path: Path) -> None:
     import matplotlib
 

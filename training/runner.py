@@ -113,7 +113,8 @@ class Run:
         result = sft_stage.train(self.base_model, rows, self.prompt, self.config.sft, self.dir("sft"),
                                  self.config.seed, self.device(), self.log)
         return {"rows": len(rows), "model": str(result), "lora": self.config.sft.lora.enabled,
-                "phases": [style for style, _ in sft_stage.phases(rows, self.config.sft.curriculum)]}
+                "phases": [style for style, _ in sft_stage.phases(rows, self.config.sft.curriculum)],
+                "balanced": self.config.sft.balance_classes}
 
     def latest_model(self, before: str | None = None) -> Path:
         """The newest model a finished trained stage wrote (each is a merged HF dir)."""
@@ -159,21 +160,22 @@ class Run:
         return {**metrics, "eval_before": {k: before[k] for k in keys}, "eval_after": {k: after[k] for k in keys},
                 "model": str(result)}
 
-    def _samples(self, base: Path, rows: list[dict], n: int, max_new_tokens: int, temperature: float):
+    def _samples(self, base: Path, rows: list[dict], n: int, cfg):
         from transformers import AutoModelForCausalLM
 
         from .sampling import sample_answers
 
         device = self.device()
         model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).to(device)
-        return sample_answers(model, self.prompt, rows, n, max_new_tokens, temperature, device=device)
+        return sample_answers(model, self.prompt, rows, n, cfg.max_new_tokens, cfg.temperature,
+                              batch_prompts=cfg.sample_batch, device=device)
 
     def _sampled(self, stage: str, n: int):
         """(config, previous model, rows, n samples per row) for the stages that learn from samples."""
         cfg = getattr(self.config, stage)
         base = self.latest_model(before=stage)
         rows = self.sample_rows(cfg.max_rows)
-        return cfg, base, rows, self._samples(base, rows, n, cfg.max_new_tokens, cfg.temperature)
+        return cfg, base, rows, self._samples(base, rows, n, cfg)
 
     def dpo_passn(self) -> dict:
         from . import dpo
@@ -201,6 +203,12 @@ class Run:
 
         model_dir = self.latest_model()
         report = {"model": str(model_dir), **self.eval_report(model_dir)}
+        if self.config.eval.each_stage:
+            models = [("base", Path(self.base_model))] + [
+                (s, self.dir(s) / "model") for s in TRAINED if (self.dir(s) / MARK).exists()
+                and (self.dir(s) / "model" / "config.json").exists()]
+            report["per_stage"] = {name: evaluate.summary(report if path == model_dir else self.eval_report(path))
+                                   for name, path in models}
         evaluate.plot(report, self.dir("eval") / "report.png")
         return report
 

@@ -4,6 +4,7 @@ killed run resumes inside the phase it was in and skips the phases already finis
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import torch
@@ -16,13 +17,24 @@ from .rows import sft_row
 DONE = "phase.done"
 
 
-def phases(rows: list[dict], curriculum: list[str]) -> list[tuple[str, list[dict]]]:
+def phases(rows: list[dict], curriculum: list[str], balance: bool = False, seed: int = 0) -> list[tuple[str, list[dict]]]:
     """Rows grouped into curriculum phases; rows without a rationale style form one 'label' phase."""
     plain = [r for r in rows if not r.get("style")]
-    if plain:
-        return [("label", plain)]
-    return [(style, [r for r in rows if r["style"] == style]) for style in curriculum
-            if any(r["style"] == style for r in rows)]
+    groups = [("label", plain)] if plain else [(style, [r for r in rows if r["style"] == style]) for style in curriculum
+                                               if any(r["style"] == style for r in rows)]
+    return [(style, balanced(group, seed) if balance else group) for style, group in groups]
+
+
+def balanced(rows: list[dict], seed: int) -> list[dict]:
+    """Every label upsampled (with replacement, seeded) to the largest label's count."""
+    by_label: dict[str, list[dict]] = {}
+    for row in rows:
+        by_label.setdefault(row["label"], []).append(row)
+    target = max(map(len, by_label.values()))
+    rng = random.Random(seed)
+    out = [row for label in sorted(by_label) for row in by_label[label] + rng.choices(by_label[label], k=target - len(by_label[label]))]
+    rng.shuffle(out)
+    return out
 
 
 def _dataset(rows: list[dict], prompt: PromptFormat, max_length: int):
@@ -53,7 +65,7 @@ def train(base: str, rows: list[dict], prompt: PromptFormat, cfg: SftConfig, out
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
     lora = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
                       target_modules=cfg.lora.target_modules, task_type="CAUSAL_LM") if cfg.lora.enabled else None
-    for index, (style, phase_rows) in enumerate(phases(rows, cfg.curriculum)):
+    for index, (style, phase_rows) in enumerate(phases(rows, cfg.curriculum, cfg.balance_classes, seed)):
         phase_dir = out / f"phase{index}-{style}"
         final = phase_dir / "final"
         if (phase_dir / DONE).exists():
