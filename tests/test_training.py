@@ -237,3 +237,63 @@ def test_teacher_rationales_come_from_an_openai_compatible_endpoint(tiny_model_d
     dead = CotConfig(generator="teacher", teacher=TeacherConfig(base_url=f"http://127.0.0.1:{free_port()}/v1", model="m"))
     with pytest.raises(CotError, match="teacher at http://127.0.0.1"):
         generate(rows[:1], dead, load_scheme(), None)
+
+
+def test_csv_with_a_column_map_and_the_esci_parquet_layout(tmp_path):
+    import pandas as pd
+
+    from reranker.core import load_scheme
+    from training.config import DataConfig
+    from training.data import split
+
+    csv_path = tmp_path / "judgments.csv"
+    pd.DataFrame({"search_term": ["drill", "drill", "hose", "hose"], "product_uid": [1, 2, 3, 4],
+                  "product_title": ["cordless drill", "paint tray", "garden hose", "drill bit"],
+                  "relevance": [3, 1, 3, 2]}).to_csv(csv_path, index=False)
+    cfg = DataConfig(train=str(csv_path), columns={"query": "search_term", "product_id": "product_uid",
+                                                   "title": "product_title"}, grade_field="relevance",
+                     grade_map={"3": "Excellent", "2": "Mismatch", "1": "Irrelevant"}, eval_fraction=0.5)
+    train, evaluation, report = split(cfg, load_scheme(), 3, lambda p: tmp_path / p)
+    rows = train + evaluation
+    assert sorted(r["label"] for r in rows) == ["Excellent", "Excellent", "Irrelevant", "Mismatch"]
+    assert {r["product_id"] for r in rows} == {"1", "2", "3", "4"} and report["train_queries"] == 1
+
+    esci = tmp_path / "esci.parquet"
+    pd.DataFrame({"query": ["usb cable", "usb cable", "desk"], "product_id": ["B1", "B2", "B3"],
+                  "product_title": ["USB-C cable 2m", "phone case", "standing desk"],
+                  "product_brand": ["Anker", "Spigen", None], "esci_label": ["E", "C", "E"]}).to_parquet(esci)
+    cfg = DataConfig(train=str(esci), format="esci", eval_fraction=0.5)
+    train, evaluation, _ = split(cfg, load_scheme("esci"), 1, lambda p: tmp_path / p)
+    by_id = {r["product_id"]: r for r in train + evaluation}
+    assert by_id["B1"]["label"] == "Exact" and by_id["B2"]["label"] == "Complement"
+    assert by_id["B1"]["product"] == {"title": "USB-C cable 2m", "brand": "Anker"} and by_id["B3"]["product"] == "standing desk"
+
+
+def test_a_killed_run_resumes_from_its_checkpoint(tiny_model_dir, tmp_path):
+    """Kill `lref train` in the middle of SFT; the next run finishes from the last checkpoint."""
+    import signal
+    import time
+
+    (tmp_path / "judgments.jsonl").write_text("".join(json.dumps(r) + "\n" for r in judgments()))
+    config = {"run_dir": "run", "model": str(tiny_model_dir), "device": "cpu",
+              "data": {"train": "judgments.jsonl", "eval_fraction": 0.25},
+              "select": {"enabled": False}, "cot": {"enabled": False},
+              "sft": {"epochs": 10, "batch_size": 4, "save_steps": 2, "lora": {"r": 4, "alpha": 8}},
+              "dpo_debias": {"enabled": False}, "dpo_passn": {"enabled": False}, "grpo": {"enabled": False}}
+    (tmp_path / "train.yaml").write_text(yaml.safe_dump(config))
+    cmd = [sys.executable, "-m", "reranker.cli", "train", "--config", str(tmp_path / "train.yaml")]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    phase = tmp_path / "run" / "sft" / "phase0-label"
+    deadline = time.time() + 300
+    while time.time() < deadline and not list(phase.glob("checkpoint-*/trainer_state.json")):
+        time.sleep(0.5)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = max(int(p.name.split("-")[1]) for p in phase.glob("checkpoint-*"))
+    assert not (phase / "phase.done").exists() and not (tmp_path / "run/sft/.done").exists()
+    resumed = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "skipped (done)" in resumed.stdout  # data, select, cot were not redone
+    state = json.loads(sorted(phase.glob("checkpoint-*/trainer_state.json"))[-1].read_text())
+    assert int((phase / "phase.done").read_text()) == state["max_steps"] > killed_at

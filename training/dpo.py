@@ -67,7 +67,7 @@ def train(base: Path, pairs: list[dict], tokenizer, cfg: DpoConfig, out: Path, s
     from transformers import AutoModelForCausalLM
     from trl import DPOConfig, DPOTrainer
 
-    from .sft import save_merged
+    from .sft import last_checkpoint, save_merged
 
     class TokenDPOTrainer(DPOTrainer):
         """Our rows are already token ids from the relevance core; TRL's text preparation would
@@ -92,6 +92,5 @@ def train(base: Path, pairs: list[dict], tokenizer, cfg: DpoConfig, out: Path, s
                       task_type="CAUSAL_LM")
     trainer = TokenDPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(pairs),
                               processing_class=tokenizer, peft_config=lora)
-    points = sorted(out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
-    trainer.train(resume_from_checkpoint=str(points[-1]) if points else None)
+    trainer.train(resume_from_checkpoint=last_checkpoint(out))
     return save_merged(trainer.model, tokenizer, out / "model")

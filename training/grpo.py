@@ -63,7 +63,7 @@ def train(base: Path, rows: list[dict], prompt: PromptFormat, cfg: GrpoConfig, o
     from transformers import AutoModelForCausalLM
     from trl import GRPOConfig, GRPOTrainer
 
-    from .sft import save_merged
+    from .sft import last_checkpoint, save_merged
 
     class TokenGRPOTrainer(GRPOTrainer):
         """Generates from the relevance core's prompt ids, not from a re-tokenization of their text."""
@@ -88,6 +88,5 @@ def train(base: Path, rows: list[dict], prompt: PromptFormat, cfg: GrpoConfig, o
                       task_type="CAUSAL_LM")
     trainer = TokenGRPOTrainer(model=model, reward_funcs=rewards(prompt, prompt.scheme), args=args, train_dataset=dataset,
                           processing_class=prompt.tokenizer, peft_config=lora)
-    points = sorted(out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
-    trainer.train(resume_from_checkpoint=str(points[-1]) if points else None)
+    trainer.train(resume_from_checkpoint=last_checkpoint(out))
     return save_merged(trainer.model, prompt.tokenizer, out / "model")

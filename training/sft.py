@@ -50,8 +50,11 @@ def _dataset(rows: list[dict], prompt: PromptFormat, max_length: int):
     return Dataset.from_list(items)
 
 
-def _last_checkpoint(path: Path) -> str | None:
-    points = sorted(path.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+def last_checkpoint(path: Path) -> str | None:
+    """The newest complete checkpoint: a run killed while saving leaves one without its
+    trainer_state.json (written last), which must not be resumed from."""
+    points = sorted((p for p in path.glob("checkpoint-*") if (p / "trainer_state.json").exists()),
+                    key=lambda p: int(p.name.split("-")[1]))
     return str(points[-1]) if points else None
 
 
@@ -84,7 +87,7 @@ def train(base: str, rows: list[dict], prompt: PromptFormat, cfg: SftConfig, out
         trainer = SFTTrainer(model=model, args=args, train_dataset=_dataset(phase_rows, prompt, cfg.max_length),
                              processing_class=prompt.tokenizer,
                              peft_config=lora if lora and not isinstance(model, PeftModel) else None)
-        trainer.train(resume_from_checkpoint=_last_checkpoint(phase_dir))
+        trainer.train(resume_from_checkpoint=last_checkpoint(phase_dir))
         model = trainer.model
         model.save_pretrained(final)
         prompt.tokenizer.save_pretrained(final)
