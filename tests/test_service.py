@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import re
+import threading
+import time
 
 import httpx
 import pytest
 
+from conftest import Server
 from reranker.core import tier_from_score
 
 DOCS = ["DeWalt cordless drill with battery", "garden hose 50 ft", "white interior paint", "drill bits set", "x"]
@@ -156,3 +160,32 @@ def test_api_key(keyed_server):
     assert post(keyed_server, "/v1/classify", body, headers={"X-API-Key": "s3cret-key"}).status_code == 200
     assert httpx.get(keyed_server.url + "/health").status_code == 200
     assert "s3cret-key" not in keyed_server.output()
+
+
+def test_requests_whose_client_hung_up_are_not_scored(tiny_model_dir):
+    """A search engine that gave up (read timeout) must not leave work behind: queued jobs of
+    disconnected clients are dropped, not computed for nobody."""
+    server = Server(["--model", str(tiny_model_dir), "--max-documents", "2000"])
+    server.wait_ready()
+
+    def metric(name: str) -> float:
+        match = re.search(rf"^{name} (\S+)$", httpx.get(f"{server.url}/metrics").text, re.M)
+        return float(match.group(1)) if match else 0.0
+
+    try:
+        busy = threading.Thread(target=lambda: httpx.post(
+            f"{server.url}/v1/rerank", timeout=120,
+            json={"query": "cordless drill", "documents": ["cordless drill kit " * 60] * 2000}))
+        busy.start()  # keeps the single model thread busy for a while
+        time.sleep(0.3)
+        for _ in range(3):
+            with pytest.raises(httpx.TimeoutException):
+                httpx.post(f"{server.url}/v1/rerank", json={"query": "hose", "documents": ["garden hose"] * 7}, timeout=0.3)
+        busy.join()
+        deadline = time.time() + 10
+        while metric("lref_abandoned_requests_total") < 3 and time.time() < deadline:
+            time.sleep(0.1)
+        assert metric("lref_abandoned_requests_total") == 3
+        assert metric("lref_documents_total") == 2000  # only the busy request was judged
+    finally:
+        server.stop()

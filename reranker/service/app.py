@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-import time
 import uuid
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -18,10 +17,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from .. import __version__
 from ..backends import JudgeBackend, Product, ScoreJob, build_backend
 from ..core import TITLE_FIELDS, Judgment, judge_all
-from .batcher import MicroBatcher
+from .batcher import ClientGone, MicroBatcher
 from .config import ServiceConfig
 from .errors import ApiError, BodyLimitMiddleware, install_error_handlers
-from .metrics import Metrics
+from .metrics import Metrics, MetricsMiddleware
 from .schemas import (
     ClassifyRequest,
     ClassifyResponse,
@@ -84,6 +83,7 @@ def create_app(
     )
     app.state.lref = state
     app.add_middleware(BodyLimitMiddleware, max_bytes=config.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
     install_error_handlers(app)
 
     def require_key(request: Request) -> None:
@@ -129,31 +129,26 @@ def create_app(
             raise ApiError(422, f"query is longer than {config.max_query_chars} characters")
         return query
 
-    async def judged(query: str, docs: list[Product], batcher: MicroBatcher, backend: JudgeBackend, policy) -> list[Judgment]:
-        probs = await batcher.submit(ScoreJob(query, docs))
+    async def judged(query: str, docs: list[Product], batcher: MicroBatcher, backend: JudgeBackend, policy,
+                     request: Request) -> list[Judgment]:
+        try:
+            probs = await batcher.submit(ScoreJob(query, docs), gone=request.is_disconnected)
+        except ClientGone:
+            raise ApiError(499, "client disconnected before its documents were scored") from None
         judgments = judge_all(backend.prompt.scheme, policy, probs.tolist())
         metrics.documents.inc(len(judgments))
         for j in judgments:
             metrics.tiers.labels(j.tier).inc()
         return judgments
 
-    @app.middleware("http")
-    async def observe(request: Request, call_next):
-        started = time.perf_counter()
-        response = await call_next(request)
-        endpoint = request.url.path if request.url.path.startswith("/v1/") else "other"
-        metrics.requests.labels(endpoint, str(response.status_code)).inc()
-        metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
-        return response
-
     @app.post("/v1/rerank", response_model=RerankResponse, responses=_ERRORS, dependencies=[Depends(require_key)])
-    async def rerank(req: RerankRequest) -> RerankResponse:
+    async def rerank(req: RerankRequest, request: Request) -> RerankResponse:
         """Cohere-compatible rerank. Every document gets a score when top_n is absent or equals the
         document count; sorting by relevance_score gives tier order (Good > Mid > Bad)."""
         backend, batcher = ready_backend()
         query = checked_query(req.query)
         docs = products(req.documents, req.rank_fields, backend)
-        judgments = await judged(query, docs, batcher, backend, config.policy)
+        judgments = await judged(query, docs, batcher, backend, config.policy, request)
         order = sorted(range(len(judgments)), key=lambda i: (-judgments[i].score, i))
         results = [
             RerankResult(
@@ -174,7 +169,7 @@ def create_app(
         )
 
     @app.post("/v1/classify", response_model=ClassifyResponse, responses=_ERRORS, dependencies=[Depends(require_key)])
-    async def classify(req: ClassifyRequest) -> ClassifyResponse:
+    async def classify(req: ClassifyRequest, request: Request) -> ClassifyResponse:
         """Per document: label probabilities, CumPT level, tier, keep/drop, expected relevance,
         and (only when asked) a short reasoning generated after the label."""
         backend, batcher = ready_backend()
@@ -185,7 +180,7 @@ def create_app(
             beta=req.beta if req.beta is not None else config.policy.beta,
             min_tier=req.min_tier or config.policy.min_tier,
         )
-        judgments = await judged(query, docs, batcher, backend, policy)
+        judgments = await judged(query, docs, batcher, backend, policy, request)
         reasons: list[str | None] = [None] * len(docs)
         if req.reasoning:
             for i, (doc, j) in enumerate(zip(docs, judgments)):

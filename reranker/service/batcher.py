@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
 from ..backends import JudgeBackend, ScoreJob
 from .metrics import Metrics
+
+
+class ClientGone(Exception):
+    """The client disconnected before its job was scored."""
 
 
 class MicroBatcher:
@@ -35,9 +40,20 @@ class MicroBatcher:
             self._task.cancel()
         self.executor.shutdown(wait=False, cancel_futures=True)
 
-    async def submit(self, job: ScoreJob) -> torch.Tensor:
+    async def submit(self, job: ScoreJob, gone: Callable[[], Awaitable[bool]] | None = None) -> torch.Tensor:
+        """Queue a job and wait for its probabilities. `gone` tells whether the client has hung up
+        (e.g. the search engine's read timeout passed): a job still waiting in the queue is then
+        dropped instead of being computed for nobody, so a backlog cannot outlive its callers."""
         future = asyncio.get_running_loop().create_future()
         await self.queue.put((job, future))
+        while gone is not None:
+            done, _ = await asyncio.wait({future}, timeout=0.05)
+            if done:
+                break
+            if await gone():
+                future.cancel()
+                self.metrics.abandoned.inc()
+                raise ClientGone()
         return await future
 
     async def run_in_model_thread(self, fn, *args):
