@@ -62,9 +62,9 @@ def normalise(records: list[dict], cfg: DataConfig, scheme: LabelScheme, source:
         raw = rec.get(grade_column)
         if raw is None:
             raise ConfigError(f"{source} row {number}: no grade in column {grade_column!r}")
-        key = cfg.grade_map.get(str(_grade_key(raw)), _grade_key(raw))
+        key = _grade_key(cfg.grade_map.get(str(_grade_key(raw)), raw))  # numeric strings become grades
         try:
-            level = scheme.level(key if not isinstance(key, str) or not key.replace(".", "").isdigit() else _grade_key(key))
+            level = scheme.level(key)
         except SchemeError as exc:
             raise ConfigError(f"{source} row {number}: grade {raw!r}: {exc}; map it with data.grade_map") from exc
         extra = {f: get(rec, f) for f in DEFAULT_PRODUCT_FIELDS if isinstance(get(rec, f), str) and get(rec, f)}

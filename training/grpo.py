@@ -46,14 +46,15 @@ def rewards(prompt: PromptFormat, scheme: LabelScheme):
     return [correct_label, answer_first]
 
 
-def prompt_ids_by_text(rows: list[dict], prompt: PromptFormat) -> dict[str, list[int]]:
-    """Our prompt ids keyed by their decoded text. Re-tokenizing the text would merge tokens across
-    the query/product boundaries our prompt is encoded in, so GRPO gets the ids themselves."""
-    by_text = {}
+def prompt_texts(rows: list[dict], prompt: PromptFormat) -> list[tuple[str, list[int]]]:
+    """Per row its decoded prompt text and our prompt ids. Re-tokenizing the text would merge
+    tokens across the query/product boundaries our prompt is encoded in, so GRPO is handed the ids
+    (looked up by text) instead."""
+    out = []
     for row in rows:
         ids = prompt.encode(row["query"], row["product"]).prompt_ids
-        by_text[prompt.tokenizer.decode(ids)] = ids
-    return by_text
+        out.append((prompt.tokenizer.decode(ids), ids))
+    return out
 
 
 def train(base: Path, rows: list[dict], prompt: PromptFormat, cfg: GrpoConfig, out: Path, seed: int, device: str,
@@ -75,9 +76,9 @@ def train(base: Path, rows: list[dict], prompt: PromptFormat, cfg: GrpoConfig, o
     if not rows:
         log("dynamic sampling kept no prompts: the model is passed on unchanged")
         return save_merged(model, prompt.tokenizer, out / "model")
-    ids_by_text = prompt_ids_by_text(rows, prompt)
-    texts = [prompt.tokenizer.decode(prompt.encode(r["query"], r["product"]).prompt_ids) for r in rows]
-    dataset = Dataset.from_list([{"prompt": text, "gold": row["label"]} for text, row in zip(texts, rows)])
+    texts = prompt_texts(rows, prompt)
+    ids_by_text = dict(texts)
+    dataset = Dataset.from_list([{"prompt": text, "gold": row["label"]} for (text, _), row in zip(texts, rows)])
     args = GRPOConfig(
         output_dir=str(out), num_train_epochs=cfg.epochs, learning_rate=cfg.learning_rate, seed=seed, data_seed=seed,
         num_generations=cfg.num_generations, per_device_train_batch_size=cfg.num_generations * cfg.prompts_per_step,

@@ -137,11 +137,13 @@ class Run:
         rows = data_stage.read_jsonl(self.need("data", "train.jsonl"))
         return random.Random(self.config.seed).sample(rows, limit) if limit and len(rows) > limit else rows
 
-    def eval_report(self, model_dir: Path) -> dict:
+    def eval_report(self, model_dir: Path, backend=None) -> dict:
+        """Eval metrics of a model dir (or of an already loaded backend over it)."""
         from . import evaluate
 
         rows = data_stage.read_jsonl(self.need("data", "eval.jsonl"))
-        return evaluate.metrics(evaluate.label_probs(self.backend(model_dir), rows), rows, self.scheme, self.config.eval)
+        backend = backend or self.backend(model_dir)
+        return evaluate.metrics(evaluate.label_probs(backend, rows), rows, self.scheme, self.config.eval)
 
     def dpo_debias(self) -> dict:
         from . import dpo, evaluate
@@ -151,8 +153,10 @@ class Run:
             return {"enabled": False}
         base = self.latest_model(before="dpo_debias")
         rows = self.sample_rows(cfg.max_rows)
-        pairs, metrics = dpo.debias_pairs(rows, evaluate.label_probs(self.backend(base), rows), self.prompt, self.scheme)
-        before = self.eval_report(base)
+        judge = self.backend(base)  # one load serves the pairs and the "before" report
+        pairs, metrics = dpo.debias_pairs(rows, evaluate.label_probs(judge, rows), self.prompt, self.scheme)
+        before = self.eval_report(base, judge)
+        del judge
         result = dpo.train(base, pairs, self.prompt.tokenizer, cfg, self.dir("dpo_debias"), self.config.seed,
                            self.device(), self.log)
         after = self.eval_report(result)
