@@ -1,7 +1,8 @@
 """Rerank 50 real products for one query with the default judge, three ways, and print a table.
 
   (a) naive: transformers generate() per pair (one token, full vocabulary scores)
-  (b) ours: label-token scoring, length batching, instruction+query prefix KV reused per query
+  (b) ours: label-token scoring, length batching, the instruction head's KV cached, each query's
+      prefix prefilled once and attended to by all of its products (shared-prefix attention)
   (c) ours without prefix reuse
 
 Also measures fp32 and bf16 matmul peaks in the same run and reports (b)'s FLOP utilisation.
@@ -147,9 +148,10 @@ def timed(fn, runs: list[tuple[str, list[str]]], desc: str, device: str = "cpu",
 
 
 def request_flops(model, prompt: PromptFormat, query: str, titles: list[str]) -> float:
-    """Useful FLOPs of one request under prefix reuse: the prefix once, each product after it."""
-    q_len = len(prompt.query_ids(query))
-    return model_flops(model, [(0, q_len)] + [(q_len, len(prompt.doc_ids(t))) for t in titles])
+    """Useful FLOPs of one request under prefix reuse: the query's own prefix tokens once (the
+    constant template head stays cached across requests), then each product after the prefix."""
+    head, q_len = len(prompt.head_ids), len(prompt.query_ids(query))
+    return model_flops(model, [(head, q_len - head)] + [(q_len, len(prompt.doc_ids(t))) for t in titles])
 
 
 def profile_call(fn, device: str, path: Path, title: str) -> dict:

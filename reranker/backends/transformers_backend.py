@@ -1,22 +1,28 @@
 """Transformers backend (CPU or GPU): one prefill per batch, label-token probabilities, prefix KV reuse.
 
-For each distinct query the instruction + query prefix is prefilled once; its KV cache rows are
-then shared by every product of that query. Products are sorted by length and packed into
-batches under a token budget. Padding goes to the right of each product, where causal attention
-means no real token ever sees it, and only the hidden state before the answer is projected, onto
-the label rows of the output layer alone.
+The constant template head (instruction) is prefilled once per backend and its KV kept; each
+distinct query then prefills only its own tokens on top of it, and every product of that query
+attends to that one shared prefix through the shared-prefix attention (no per-row KV copies).
+Models whose attention that cannot express (sliding windows, soft-capping) prefill every pair
+whole instead. Products are sorted by length and packed into batches under a token budget.
+Padding goes to the right of each product, where causal attention means no real token ever sees
+it, and only the hidden state before the answer is projected, onto the label rows of the output
+layer alone.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
 import torch
-from transformers import DynamicCache
 
 from ..core import LabelHead, Level, PromptFormat
 from .base import DEFAULT_MAX_BATCH_TOKENS, Product, ScoreJob
+from .shared_prefix import KV, Plan, UnsupportedAttention, switched_on
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -62,6 +68,8 @@ class TransformersBackend:
         self.prefix_reuse = prefix_reuse
         self.pad_id = prompt.eos_token_id if prompt.eos_token_id is not None else 0
         self.tokens_processed = 0  # real (unpadded) tokens run through the model, for FLOP accounting
+        self.shared_attention: bool | None = None  # decided on first use: can the model run shared_prefix?
+        self._head_kv: list[KV] | None = None
 
     # -- public ----------------------------------------------------------------------------------
     @torch.inference_mode()
@@ -71,10 +79,11 @@ class TransformersBackend:
         for j, job in enumerate(jobs):
             q = queries.setdefault(job.query, len(queries))
             pairs += [_Pair(j, d, q, self.prompt.doc_ids(p)) for d, p in enumerate(job.products)]
-        query_ids = [self.prompt.query_ids(q) for q in queries]
         out = [torch.empty(len(job.products), len(self.prompt.label_token_ids)) for job in jobs]
-        scorer = self._score_with_prefix if self.prefix_reuse else self._score_full
-        for batch, probs in scorer(query_ids, pairs):
+        scorer = self._score_full
+        if self.prefix_reuse:
+            scorer = self._score_shared if self._shared_attention_works() else self._score_full
+        for batch, probs in scorer(list(queries), pairs):
             for pair, row in zip(batch, probs):
                 out[pair.job][pair.doc] = row
         return out
@@ -105,38 +114,69 @@ class TransformersBackend:
         padded = [s + [self.pad_id] * (width - len(s)) for s in seqs]
         return torch.tensor(padded, device=self.device)
 
-    def _prefill(self, query_ids: list[list[int]]):
-        """Prefill every distinct prefix once (left-padded) -> cache, mask, real lengths."""
-        width = max(len(q) for q in query_ids)
-        ids = torch.tensor([[self.pad_id] * (width - len(q)) + q for q in query_ids], device=self.device)
-        mask = torch.tensor([[0] * (width - len(q)) + [1] * len(q) for q in query_ids], device=self.device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        cache = DynamicCache(config=self.model.config)
-        self.decoder(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True)
-        self.tokens_processed += sum(len(q) for q in query_ids)
-        return cache, mask, torch.tensor([len(q) for q in query_ids], device=self.device)
+    def _shared_attention_works(self) -> bool:
+        if self.shared_attention is None:
+            try:
+                self._head()
+                self.shared_attention = True
+            except UnsupportedAttention as exc:
+                log.warning("shared-prefix attention off (%s): every pair is prefilled whole", exc)
+                self.shared_attention = False
+        return self.shared_attention
 
-    def _score_with_prefix(self, query_ids: list[list[int]], pairs: list[_Pair]):
-        cache, prefix_mask, prefix_len = self._prefill(query_ids)
-        width = prefix_mask.shape[1]
-        for batch in _length_batches(pairs, width, self.max_batch_tokens, self.max_batch_size):
-            rows = torch.tensor([p.query for p in batch], device=self.device)
-            shared = DynamicCache(
-                ((layer.keys.index_select(0, rows), layer.values.index_select(0, rows)) for layer in cache.layers),
-                config=self.model.config,
-            )
-            ids = self._right_padded([p.doc_ids for p in batch])
-            mask = torch.cat([prefix_mask.index_select(0, rows), torch.ones_like(ids)], dim=1)
-            positions = prefix_len.index_select(0, rows)[:, None] + torch.arange(ids.shape[1], device=self.device)
+    def _run_shared(self, ids: list[list[int]], start: list[int], plan: Plan, lengths: list[int] | None = None):
+        """One forward pass of right-padded rows at positions start[i]..; the last real hidden state per row."""
+        padded = self._right_padded(ids)
+        positions = torch.tensor(start, device=self.device)[:, None] + torch.arange(padded.shape[1], device=self.device)
+        with switched_on(self.model):
+            hidden = self.decoder(input_ids=padded, position_ids=positions, use_cache=False, lref_plan=plan).last_hidden_state
+        self.tokens_processed += sum(len(row) for row in ids)
+        if lengths is None:
+            return None
+        return hidden[torch.arange(len(ids), device=self.device), torch.tensor(lengths, device=self.device) - 1]
+
+    def _head(self) -> list[KV]:
+        """KV of the constant template head, computed once: every request's prefix starts with it."""
+        if self._head_kv is None:
+            head = self.prompt.head_ids
+            plan = Plan(capture=[])
+            if head:
+                self._run_shared([head], [0], plan)
+            if len(plan.capture) != self.model.config.get_text_config().num_hidden_layers and head:
+                raise UnsupportedAttention("the model's attention layers do not use transformers' attention interface")
+            self._head_kv = [(k[0], v[0]) for k, v in plan.capture]
+        return self._head_kv
+
+    def _query_prefixes(self, queries: list[str]) -> tuple[list[list[KV]], list[int]]:
+        """Per query: head + query KV for every layer (unpadded) and its length."""
+        head, head_len = self._head(), len(self.prompt.head_ids)
+        rest = [self.prompt.query_rest_ids(q) for q in queries]
+        plan = Plan(prefixes=[head] if head else [], slices=[(0, len(rest), 0)] if head else [], capture=[])
+        self._run_shared(rest, [head_len] * len(rest), plan)
+        prefixes = []
+        for j, ids in enumerate(rest):
+            own = [(k[j, :, : len(ids)], v[j, :, : len(ids)]) for k, v in plan.capture]
+            prefixes.append([(torch.cat([hk, k], 1), torch.cat([hv, v], 1)) for (hk, hv), (k, v) in zip(head, own)]
+                            if head else own)
+        return prefixes, [head_len + len(ids) for ids in rest]
+
+    def _score_shared(self, queries: list[str], pairs: list[_Pair]):
+        prefixes, prefix_len = self._query_prefixes(queries)
+        for batch in _length_batches(pairs, 0, self.max_batch_tokens, self.max_batch_size):
+            batch = sorted(batch, key=lambda p: p.query)  # rows of one query side by side: one slice each
+            slices, start = [], 0
+            for i in range(1, len(batch) + 1):
+                if i == len(batch) or batch[i].query != batch[start].query:
+                    slices.append((start, i, batch[start].query))
+                    start = i
             lengths = [len(p.doc_ids) for p in batch]
-            hidden = self._last_hidden(
-                ids, lengths, attention_mask=mask, position_ids=positions, past_key_values=shared, use_cache=True
-            )
-            self.tokens_processed += sum(lengths)
+            hidden = self._run_shared([p.doc_ids for p in batch], [prefix_len[p.query] for p in batch],
+                                      Plan(prefixes=prefixes, slices=slices), lengths)
             yield batch, self.head.probs(hidden).cpu()
 
-    def _score_full(self, query_ids: list[list[int]], pairs: list[_Pair]):
-        """No prefix reuse: every pair is prefilled whole (kept for benchmarks and as a reference)."""
+    def _score_full(self, queries: list[str], pairs: list[_Pair]):
+        """No prefix reuse: every pair is prefilled whole (the fallback, a benchmark baseline and a reference)."""
+        query_ids = [self.prompt.query_ids(q) for q in queries]
         longest_prefix = max(len(q) for q in query_ids)
         for batch in _length_batches(pairs, longest_prefix, self.max_batch_tokens, self.max_batch_size):
             seqs = [query_ids[p.query] + p.doc_ids for p in batch]

@@ -128,8 +128,17 @@ class PromptFormat:
         return head, mid, tail
 
     # -- prompts ------------------------------------------------------------------------------
+    @property
+    def head_ids(self) -> list[int]:
+        """The constant start of every prompt (template head and instruction): a server may cache its KV."""
+        return list(self._head)
+
+    def query_rest_ids(self, query: str) -> list[int]:
+        """What follows the head in the per-query prefix: the query's tokens and the text before the product."""
+        return self._encode(query)[: self.max_query_tokens] + self._mid
+
     def query_ids(self, query: str) -> list[int]:
-        return self._head + self._encode(query)[: self.max_query_tokens] + self._mid
+        return self._head + self.query_rest_ids(query)
 
     def doc_ids(self, product: str | Mapping[str, object]) -> list[int]:
         # Only the product's own tokens are cut; the template around it is never truncated.

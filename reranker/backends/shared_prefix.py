@@ -1,0 +1,94 @@
+"""Shared-prefix ("cascade") attention: many product rows attend to one unpadded prefix KV.
+
+The KV of a prefix (the constant template head, then head + one query) is kept once, not copied
+into every row of a batch. Each attention layer scores a row's queries against the shared prefix
+keys and against the row's own causal keys, and merges the two softmax parts; no cache object,
+no per-row KV copies, no mask over padded prefixes. Registered as a transformers attention
+implementation and switched on only for the duration of a scoring call, so generate(), training
+and every other caller of the same model keep their usual attention.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+
+import torch
+from transformers import AttentionInterface
+
+NAME = "lref_shared_prefix"
+
+KV = tuple[torch.Tensor, torch.Tensor]  # keys, values: [kv_heads, length, head_dim]
+
+
+class UnsupportedAttention(RuntimeError):
+    """The model's attention needs more than plain causal softmax (sliding window, soft-capping...)."""
+
+
+@dataclass
+class Plan:
+    """What one forward pass attends to. Rows [start, end) share prefix `prefixes[i][layer]`."""
+
+    prefixes: list[list[KV]] = field(default_factory=list)
+    slices: list[tuple[int, int, int]] = field(default_factory=list)
+    capture: list[KV] | None = None  # when set, each layer appends the rows' own keys and values
+
+
+def _attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, lref_plan: Plan | None = None,
+               **kwargs):
+    if lref_plan is None:
+        raise UnsupportedAttention("shared-prefix attention called without a plan")
+    if kwargs.get("sliding_window") or kwargs.get("softcap") or getattr(module, "sinks", None) is not None:
+        raise UnsupportedAttention("sliding-window, soft-capped or sink attention")
+    if lref_plan.capture is not None:
+        lref_plan.capture.append((key, value))
+    rows, heads, length, dim = query.shape
+    kv_heads = key.shape[1]
+    group = heads // kv_heads
+    scale = scaling if scaling is not None else dim**-0.5
+    # [rows, kv_heads, group*length, dim]: the query heads that read one KV head, stacked.
+    q = (query * scale).reshape(rows, kv_heads, group * length, dim)
+
+    own = torch.matmul(q, key.transpose(-1, -2)).float()  # [rows, kv_heads, group*length, length]
+    causal = torch.ones(length, length, dtype=torch.bool, device=query.device).tril()
+    own = own.view(rows, kv_heads, group, length, length).masked_fill_(~causal, float("-inf"))
+    own = own.view(rows, kv_heads, group * length, length)
+    top = own.amax(-1, keepdim=True)
+
+    shared = []
+    for start, end, index in lref_plan.slices:
+        keys, values = lref_plan.prefixes[index][module.layer_idx]
+        n = end - start
+        # Fold the rows into the matrix dimension so one bmm per KV head reads the prefix once.
+        folded = q[start:end].transpose(0, 1).reshape(kv_heads, n * group * length, dim)
+        scores = torch.bmm(folded, keys.transpose(-1, -2)).float()  # [kv_heads, n*group*length, prefix]
+        scores = scores.view(kv_heads, n, group * length, -1).transpose(0, 1)
+        top[start:end] = torch.maximum(top[start:end], scores.amax(-1, keepdim=True))
+        shared.append((start, end, scores, values))
+
+    own = own.sub_(top).exp_()
+    total = own.sum(-1, keepdim=True)
+    out = torch.matmul(own.to(value.dtype), value).float()  # [rows, kv_heads, group*length, dim]
+    for start, end, scores, values in shared:
+        weights = scores.sub_(top[start:end]).exp_()
+        total[start:end] += weights.sum(-1, keepdim=True)
+        n = end - start
+        folded = weights.transpose(0, 1).reshape(kv_heads, n * group * length, -1).to(values.dtype)
+        out[start:end] += torch.bmm(folded, values).view(kv_heads, n, group * length, dim).transpose(0, 1)
+    out = (out / total).to(query.dtype)
+    return out.view(rows, heads, length, dim).transpose(1, 2).contiguous(), None
+
+
+AttentionInterface.register(NAME, _attention)
+
+
+@contextlib.contextmanager
+def switched_on(model):
+    """Use the shared-prefix attention for the calls inside the block, then restore the model's own."""
+    config = model.config
+    previous = config._attn_implementation
+    config._attn_implementation = NAME
+    try:
+        yield
+    finally:
+        config._attn_implementation = previous

@@ -1,0 +1,70 @@
+"""Shared-prefix attention: the fast path gives the probabilities of a full prefill, leaves the
+model's own attention alone for everyone else, and steps aside for attention it cannot express."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import MistralConfig, MistralForCausalLM
+
+from reranker.backends import ScoreJob
+from reranker.backends.transformers_backend import TransformersBackend
+from reranker.core import PromptFormat, load_scheme
+from reranker.models.loading import ModelSpec, load_model
+
+PRODUCTS = ["cordless drill with battery", "garden hose 50 ft heavy duty", "white paint " * 12, "drill",
+            {"title": "DeWalt 20V drill", "brand": "DeWalt", "category": "power tools"}, "hose"]
+JOBS = [ScoreJob("cordless drill", PRODUCTS), ScoreJob("garden hose", PRODUCTS[::-1]),
+        ScoreJob("cordless drill", PRODUCTS[:2]), ScoreJob("paint", PRODUCTS[2:4])]
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_dir):
+    model, tokenizer, _ = load_model(ModelSpec(model=str(tiny_model_dir), dtype="float32", device="cpu"))
+    return model, PromptFormat(tokenizer, load_scheme(), max_doc_tokens=40)
+
+
+def shared_and_full(model, prompt, **kwargs):
+    return TransformersBackend(model, prompt, **kwargs), TransformersBackend(model, prompt, prefix_reuse=False, **kwargs)
+
+
+@pytest.mark.parametrize("budget", [64, 100_000])  # many small batches (queries split across them) / one batch
+def test_shared_prefix_matches_a_full_prefill_of_every_pair(tiny, budget):
+    model, prompt = tiny
+    shared, full = shared_and_full(model, prompt, max_batch_tokens=budget)
+    got = shared.label_probs(JOBS)
+    assert shared.shared_attention is True
+    for a, c in zip(got, full.label_probs(JOBS)):
+        torch.testing.assert_close(a, c, atol=1e-5, rtol=1e-4)
+    # the head is prefilled once per backend, so a second request only pays for its query and products
+    before = shared.tokens_processed
+    shared.label_probs(JOBS[:1])
+    assert shared.tokens_processed - before == len(prompt.query_rest_ids("cordless drill")) + sum(
+        len(prompt.doc_ids(p)) for p in PRODUCTS)
+
+
+def test_the_model_keeps_its_own_attention_outside_scoring(tiny):
+    model, prompt = tiny
+    own = model.config._attn_implementation
+    ids = torch.tensor([prompt.query_ids("drill") + prompt.doc_ids("drill battery")])
+    before = model.generate(ids, max_new_tokens=4, do_sample=False)
+    TransformersBackend(model, prompt).label_probs(JOBS)
+    assert model.config._attn_implementation == own
+    assert torch.equal(model.generate(ids, max_new_tokens=4, do_sample=False), before)
+
+
+def test_sliding_window_attention_falls_back_to_full_prefill(tiny, caplog):
+    llama, prompt = tiny
+    config = MistralConfig(**{k: v for k, v in llama.config.to_dict().items() if k in MistralConfig().to_dict()})
+    config.sliding_window = 16  # shorter than the prompts, so the window matters
+    torch.manual_seed(0)
+    model = MistralForCausalLM(config).eval()
+    shared, _ = shared_and_full(model, prompt)
+    got = shared.label_probs(JOBS)
+    assert shared.shared_attention is False and "shared-prefix attention off" in caplog.text
+    for job, probs in zip(JOBS, got):  # against one plain forward per pair
+        for product, row in zip(job.products, probs):
+            ids = torch.tensor([prompt.query_ids(job.query) + prompt.doc_ids(product)])
+            with torch.no_grad():
+                want = torch.softmax(model(ids).logits[0, -1, prompt.label_token_ids], -1)
+            torch.testing.assert_close(row, want, atol=1e-5, rtol=1e-4)
