@@ -64,7 +64,7 @@ def answers(url: str) -> bool:
 
 
 def test_page_shows_bm25_and_tiered_results_side_by_side(demo, tmp_path):
-    from browser import By, chromium, expand_dropped, full_page_screenshot, search
+    from browser import By, WebDriverWait, chromium, expand_dropped, full_page_screenshot, search
 
     driver = chromium()
     try:
@@ -93,9 +93,17 @@ def test_page_shows_bm25_and_tiered_results_side_by_side(demo, tmp_path):
             assert [p.get_attribute("data-label") for p in probs] == ["Excellent", "Related", "Mismatch", "Irrelevant"]
             assert sum(float(p.get_attribute("data-p")) for p in probs) == pytest.approx(1.0, abs=1e-3)
             assert "%" in probs[0].text
-        shot = tmp_path / "demo.png"
+        shot = tmp_path / "demo.png"  # kept with pytest's last three base temp dirs; `pytest -rP` shows where
         full_page_screenshot(driver, str(shot))
+        print(f"screenshot of the demo store: {shot}")
         assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
+
+        # The URL the page writes after a search opens the same search.
+        assert driver.current_url == f"{demo.url}/?q=cordless%20drill&size=20"
+        driver.get(f"{demo.url}/?q=cordless%20drill&size=5")
+        WebDriverWait(driver, 120).until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-state") == "done")
+        assert len(driver.find_elements(By.CSS_SELECTOR, "[data-testid=bm25] .results li")) == 5
+        assert driver.find_element(By.CSS_SELECTOR, "[data-testid=query]").get_attribute("value") == QUERY
     finally:
         driver.quit()
 
@@ -163,6 +171,33 @@ def test_bad_demo_input_is_one_line_and_exit_2(args, message):
     assert message in done.stderr and "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
     assert "starting" not in done.stdout  # nothing was started
+
+
+def _one_line_exit_2(done, message: str) -> None:
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert message in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+def test_a_reranker_that_fails_to_load_is_one_line_and_stopped():
+    reranker_port = free_port()
+    done = subprocess.run(
+        [sys.executable, "-m", "reranker.cli", "demo", "--catalog", "sample", "--model", "/no/such/model",
+         "--opensearch-url", f"http://127.0.0.1:{free_port()}", "--reranker-port", str(reranker_port),
+         "--port", str(free_port())], capture_output=True, text=True, timeout=300)
+    _one_line_exit_2(done, "the reranker exited with code 2: model failed to load")
+    assert "/no/such/model" in done.stderr and "INFO" not in done.stderr  # its own error line, not uvicorn's
+    assert not answers(f"http://127.0.0.1:{reranker_port}/health")
+
+
+def test_an_opensearch_error_after_start_is_one_line(opensearch_node):
+    # A reachable node that refuses the index (names must be lowercase): OpenSearch's reason in one
+    # line. It fails before the reranker is needed, so none is given.
+    done = subprocess.run(
+        [sys.executable, "-m", "reranker.cli", "demo", "--catalog", "sample", "--index", "Not-Lowercase",
+         "--opensearch-url", opensearch_node.url, "--reranker-url", f"http://127.0.0.1:{free_port()}",
+         "--port", str(free_port())], capture_output=True, text=True, timeout=120)
+    _one_line_exit_2(done, "creating index Not-Lowercase: Invalid index name [Not-Lowercase], must be lowercase")
 
 
 def test_ctrl_c_stops_what_it_started_and_leaves_the_reused_node(demo, opensearch_node):

@@ -21,6 +21,11 @@ PIPELINE = "lref-rerank"
 SOURCE_FIELDS = ["title", "brand", "category", "price", "color", "size"]
 MATCH_FIELDS = ["title^3", "brand", "category"]
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct (default, zero-shot)"
+
+
+def model_name(model: str | None) -> str | None:
+    """The judge as shown to people ("default" is reranker.models.loading.DEFAULT_MODEL, not imported: it pulls in torch)."""
+    return DEFAULT_MODEL_NAME if model == "default" else model
 STATIC = {"store.css": "text/css", "store.js": "text/javascript"}
 
 
@@ -144,7 +149,7 @@ class Store:
             out["products"] = out["opensearch"] = None
         try:
             health = (await self.client.get(f"{self.config.reranker_url}/health")).json()
-            out["model"] = DEFAULT_MODEL_NAME if health.get("model") == "default" else health.get("model")
+            out["model"] = model_name(health.get("model"))
         except (httpx.HTTPError, ValueError):
             out["model"] = None
         return out

@@ -22,9 +22,9 @@ from rich.console import Console
 
 from reranker.console import fail
 
-from .app import StoreConfig, create_store_app
+from .app import StoreConfig, create_store_app, model_name
 
-out = Console()
+out = Console(soft_wrap=True)  # log lines stay whole lines, whatever the terminal's width
 
 SAMPLE = "sample"
 HOME_DEPOT = Path("..") / "shared" / "data" / "homedepot" / "products.jsonl"  # relative to the repo; never committed
@@ -95,7 +95,7 @@ class Reranker:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise DemoError(f"the reranker exited with code {self.proc.returncode}: {self.tail()} (log: {self.log_path})")
+                raise DemoError(f"the reranker exited with code {self.proc.returncode}: {self.last_error()} (log: {self.log_path})")
             try:
                 health = httpx.get(self.url + "/health", timeout=2)
                 if health.status_code == 200:
@@ -105,9 +105,11 @@ class Reranker:
             time.sleep(0.3)
         raise DemoError(f"the reranker was not ready after {timeout_s:.0f}s (log: {self.log_path})")
 
-    def tail(self, lines: int = 2) -> str:
-        text = self.log_path.read_text(errors="replace").strip().splitlines()
-        return " | ".join(line.strip() for line in text[-lines:])
+    def last_error(self) -> str:
+        """`lref serve` ends with its own one-line "error: ..." when it fails; uvicorn's lines come before."""
+        lines = [line.strip() for line in self.log_path.read_text(errors="replace").splitlines() if line.strip()]
+        errors = [line.removeprefix("error: ") for line in lines if line.startswith("error: ")]
+        return (errors or lines or ["no output"])[-1]
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -167,8 +169,7 @@ class _StoreServer:
                 await super().startup(sockets)
                 if self.started:
                     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
-                    out.print(f"\n[bold]lref demo store: http://{shown}:{port}/[/]   (Ctrl-C stops what `lref demo` started)\n",
-                              soft_wrap=True)
+                    out.print(f"\n[bold]lref demo store: http://{shown}:{port}/[/]   (Ctrl-C stops what `lref demo` started)\n")
 
         self.server = Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
 
@@ -202,6 +203,7 @@ def demo(
     the demo store (BM25 and LLM-tiered results side by side) on localhost. Ctrl-C stops what it started."""
     from lref_plugin.build import BuildError
     from lref_plugin.install import InstallError, InstallSpec, connect, install
+    from opensearchpy.exceptions import OpenSearchException
 
     from reranker.cli import build_config  # imported here: reranker.cli registers this command
     from reranker.core import SchemeError
@@ -248,7 +250,7 @@ def demo(
                 if opensearch_url is None:
                     node_up_or_reused(settings, started, timeout)
                 if reranker_url is None:
-                    out.print(f"starting the reranker on {spec.reranker_url} (model {judge['model']})")
+                    out.print(f"starting the reranker on {spec.reranker_url} (model {model_name(judge['model'])})")
                     reranker = Reranker(reranker_port, judge)
                     started.callback(reranker.stop)
                     reranker.wait_ready(timeout)
@@ -264,7 +266,8 @@ def demo(
                 ))
                 serving = True
                 _StoreServer(store, host, port).run()
-            except (DemoError, NodeError, JavaError, artifacts.ArtifactError, BuildError, CatalogError, InstallError) as exc:
+            except (DemoError, NodeError, JavaError, artifacts.ArtifactError, BuildError, CatalogError, InstallError,
+                    OpenSearchException) as exc:
                 started.close()  # stop what was started first, then the one-line error
                 fail(str(exc))
     except KeyboardInterrupt:

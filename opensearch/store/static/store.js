@@ -155,8 +155,10 @@ $("#search-form").addEventListener("submit", (event) => {
   search(query, size);
 });
 
+// Read the URL now: a search submitted before /api/info answers rewrites it, and must not run twice.
+const params = new URLSearchParams(location.search);
 showInfo().then(() => {
-  const params = new URLSearchParams(location.search);
+  if (document.body.dataset.state) return; // the visitor searched already
   if (params.get("size")) setSize(params.get("size"));
   if (params.get("q")) {
     $("#q").value = params.get("q");
