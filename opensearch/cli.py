@@ -41,14 +41,12 @@ def up(
     timeout: float = typer.Option(240, help="seconds to wait for a healthy cluster"),
 ) -> None:
     """Fetch, assemble (plugins + our tier filter), start and wait until healthy."""
-    from lref_plugin.build import BuildError, build_tier_filter
+    from lref_plugin.build import BuildError
 
-    from .node import up as start
+    from .node import start
 
     settings = _settings(port, transport_port, heap, version, state)
     try:
-        tier_filter = build_tier_filter(settings.base / "downloads", version, log=out.print)
-        settings.extra_plugins = (tier_filter,)
         health = start(settings, timeout_s=timeout, log=out.print)
     except (NodeError, JavaError, artifacts.ArtifactError, BuildError) as exc:
         fail(str(exc))

