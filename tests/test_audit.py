@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import socket
 from pathlib import Path
 
 import httpx
@@ -235,6 +236,37 @@ def test_gates_exit_1_when_not_met(audit_stack, tmp_path):
     over = invoke(str(judgments), *common, "--fail-over", "baseline:Judged@5=0.1", "--fail-under", "MRR=0")
     assert over.exit_code == 1 and "baseline:Judged@5 <= 0.1" in over.stderr and "MRR" not in over.stderr
     assert json.loads((tmp_path / "r" / "audit.json").read_text())["meta"]["queries_run"] == 1
+
+
+def test_searches_not_reranked_are_reported(audit_stack, audit_reranker, tmp_path):
+    # Connector pointed at a reranker that accepts and never answers: past the connector's 5 s read
+    # timeout the pipeline passes BM25 order through (ignore_failure). The audit must say so, warn,
+    # and score those searches as the user saw them; a --timeout below that wait is a one-line error.
+    def install(url: str) -> None:
+        done = runner.invoke(app, ["opensearch", "install", "--opensearch", audit_stack.url, "--reranker-url", url,
+                                   "--read-timeout-s", "5"])
+        assert done.exit_code == 0, done.output
+
+    judgments = write_jsonl(tmp_path / "j.jsonl", {"drill": JUDGED["drill"]})
+    common = [str(judgments), "--opensearch", audit_stack.url, "--index", INDEX, "--size", str(SIZE), "--k", str(K)]
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(64)
+        install(f"http://127.0.0.1:{silent.getsockname()[1]}")
+        try:
+            slow = invoke(*common, "--timeout", "2", "--out", str(tmp_path / "slow"))
+            done = lref("audit", *common, "--out", str(tmp_path / "r"))
+        finally:
+            install(audit_reranker.url)
+    # Mid-run, the progress bars are on stderr too: the error is its own last line, no traceback.
+    assert slow.exit_code == 2 and "Traceback" not in slow.stderr, slow.stderr
+    assert slow.stderr.strip().splitlines()[-1].startswith("error: search through lref-rerank took over 2s")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "lref-rerank: 1 of 1 searches were not reranked" in done.stderr
+    report = json.loads((tmp_path / "r" / "audit.json").read_text())
+    found = report["filter_audit"]["lref-rerank"]
+    assert found["reranked_queries"] == 0 and found["dropped"] == 0 and found["not_reranked"][0]["query_id"] == "drill"
+    assert report["runs"]["lref-rerank"]["per_query"] == report["runs"]["baseline"]["per_query"]
 
 
 # ---- bad input ------------------------------------------------------------------------------

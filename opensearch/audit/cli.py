@@ -33,23 +33,30 @@ def _check_numbers(size: int, k: int, rel_level: int, pipelines: list[str]) -> N
 
 
 def _summary(report: dict) -> None:
-    names = report["meta"]["metrics"]
-    table = Table(title=f"lref audit: {report['meta']['queries_evaluated']} judged queries, k={report['meta']['k']}")
-    table.add_column("run")
-    for name in names:
-        table.add_column(name, justify="right")
-    for run, data in report["runs"].items():
-        table.add_row(run, *(f"{data['metrics'][n]:.4f}" for n in names))
+    """Metrics as rows (narrow terminals too), runs and paired deltas as columns; then the filter audit."""
+    meta = report["meta"]
+    table = Table(title=f"lref audit: {meta['queries_evaluated']} judged queries, top {meta['size']}, k={meta['k']}")
+    table.add_column("metric")
+    for run in report["runs"]:
+        table.add_column(run, justify="right")
     for comp in report["comparisons"]:
-        table.add_row(f"{comp['b']} - {comp['a']}", *(
-            f"{c['delta']:+.4f} (p={c['p_value']:.3g})" if c["p_value"] is not None else f"{c['delta']:+.4f}"
-            for c in (comp["metrics"][n] for n in names)))
+        table.add_column(f"{comp['b']} - {comp['a']} (p)", justify="right")
+    for name in meta["metrics"]:
+        deltas = [comp["metrics"][name] for comp in report["comparisons"]]
+        table.add_row(name, *(f"{data['metrics'][name]:.4f}" for data in report["runs"].values()),
+                      *(f"{c['delta']:+.4f} ({'n/a' if c['p_value'] is None else format(c['p_value'], '.3g')})"
+                        for c in deltas))
     out.print(table)
+    show = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
     for run, found in report["filter_audit"].items():
-        show = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
         out.print(f"filter audit {run}: dropped {found['dropped']} of {found['hits']} hits "
                   f"({found['dropped_judged']} judged); filter precision {show(found['filter_precision'])}; "
                   f"relevant lost {found['relevant_dropped']}/{found['relevant_retrieved']}; tiers {found['tiers']}")
+        if found["not_reranked"]:
+            Console(stderr=True).print(
+                f"[bold yellow]warning:[/] {run}: {len(found['not_reranked'])} of {found['queries']} searches were not "
+                f"reranked ({found['not_reranked'][0]['reason']}); they count with their original order",
+                highlight=False, soft_wrap=True)
 
 
 def audit(
@@ -65,6 +72,7 @@ def audit(
     template: Optional[Path] = typer.Option(None, help="JSON search body with \"{{query}}\" strings (default: match on --field)"),
     size: int = typer.Option(20, help="hits retrieved (and reranked) per search"),
     k: int = typer.Option(10, help="metric cut-off"),
+    timeout: float = typer.Option(120, min=1, help="seconds one search may take (keep it above the connector's read timeout)"),
     rel_level: int = typer.Option(3, help="lowest level counted relevant for P, R, MRR (3 = Related)"),
     worst: int = typer.Option(10, help="rows in the worst-queries table"),
     judge: bool = typer.Option(False, "--judge", help="label unjudged hits with the LLM (kept apart, marked)"),
@@ -93,7 +101,7 @@ def audit(
         api_key = api_key_file.read_text().strip() if api_key_file else None
         client = connect(opensearch)
         search.check_target(client, index, pipeline)
-        results, titles = search.run_all(client, index, chosen, pipeline, body, size, field)
+        results, titles = search.run_all(client, index, chosen, pipeline, body, size, field, timeout)
         llm_rows = llm_qrels = None
         if judge:
             todo = llm_judge.unjudged(results, found.qrels)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from opensearchpy import OpenSearch
-from opensearchpy.exceptions import TransportError
+from opensearchpy.exceptions import ConnectionTimeout, TransportError
 from tqdm import tqdm
 
 from lref_plugin.install import reason
@@ -83,12 +83,16 @@ def _hit(raw: dict) -> Hit:
     return Hit(str(raw["_id"]), first("lref_tier"), first("lref_level"), first("lref_label"))
 
 
-def search_one(client: OpenSearch, index: str, body: dict, pipeline: str | None) -> tuple[Result, dict[str, str]]:
+def search_one(client: OpenSearch, index: str, body: dict, pipeline: str | None,
+               timeout: float) -> tuple[Result, dict[str, str]]:
     """One search; returns the result and the titles (first source field) of its hits."""
     # "_none" also switches off an index's default pipeline, so the baseline is plain retrieval.
-    params = {"search_pipeline": pipeline or "_none"}
+    params = {"search_pipeline": pipeline or "_none", "request_timeout": timeout}
     try:
         response = client.transport.perform_request("POST", f"/{index}/_search", params=params, body=body)
+    except ConnectionTimeout as exc:
+        raise AuditError(f"search through {pipeline or 'no pipeline'} took over {timeout:g}s (raise --timeout above "
+                         "the connector's read timeout)") from exc
     except TransportError as exc:
         raise AuditError(f"search through {pipeline or 'no pipeline'} failed: {reason(exc)}") from exc
     raws = response["hits"]["hits"]
@@ -102,7 +106,7 @@ def search_one(client: OpenSearch, index: str, body: dict, pipeline: str | None)
 
 
 def run_all(client: OpenSearch, index: str, queries: dict[str, str], pipelines: list[str], template: dict,
-            size: int, source_field: str) -> tuple[dict[str, Run], dict[str, str]]:
+            size: int, source_field: str, timeout: float) -> tuple[dict[str, Run], dict[str, str]]:
     """{run name: {query id: Result}} for the baseline and each pipeline, and product titles."""
     runs: dict[str, Run] = {}
     titles: dict[str, str] = {}
@@ -111,7 +115,7 @@ def run_all(client: OpenSearch, index: str, queries: dict[str, str], pipelines: 
         for qid, text in tqdm(queries.items(), desc=f"{name:>16}", unit="query"):
             body = dict(_fill(template, text), size=size, _source=[source_field],
                         ext={"rerank": {"query_context": {"query_text": text}}})
-            run[qid], found = search_one(client, index, body, None if name == BASELINE else name)
+            run[qid], found = search_one(client, index, body, None if name == BASELINE else name, timeout)
             titles.update(found)
         runs[name] = run
     return runs, titles
