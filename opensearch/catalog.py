@@ -18,23 +18,29 @@ class CatalogError(ValueError):
     pass
 
 
-def read_catalog(path: Path) -> list[dict]:
-    """Every line checked before anything is indexed, so a bad line never leaves half a catalog."""
-    fields = set(definition("products_index.json")["mappings"]["properties"])
-    products, seen = [], set()
+def json_lines(path: Path, error: type[Exception]) -> Iterator[tuple[int, dict]]:
+    """(line number, object) for each non-blank line of a JSONL file; `error` for what is not."""
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
-        raise CatalogError(f"cannot read {path}: {exc}") from exc
+        raise error(f"cannot read {path}: {exc}") from exc
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
-            product = json.loads(line)
+            row = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise CatalogError(f"{path}:{number}: not JSON ({exc.msg})") from exc
-        if not isinstance(product, dict):
-            raise CatalogError(f"{path}:{number}: expected a JSON object")
+            raise error(f"{path}:{number}: not JSON ({exc.msg})") from exc
+        if not isinstance(row, dict):
+            raise error(f"{path}:{number}: expected a JSON object")
+        yield number, row
+
+
+def read_catalog(path: Path) -> list[dict]:
+    """Every line checked before anything is indexed, so a bad line never leaves half a catalog."""
+    fields = set(definition("products_index.json")["mappings"]["properties"])
+    products, seen = [], set()
+    for number, product in json_lines(path, CatalogError):
         pid = product.get("product_id")
         if not isinstance(pid, (str, int)) or not str(pid).strip():
             raise CatalogError(f"{path}:{number}: product_id is missing or empty")

@@ -21,9 +21,11 @@ from .console import fail
 from .service.config import ServiceConfig
 from lref_opensearch.cli import opensearch_app
 from lref_opensearch.store.demo import demo
+from lref_opensearch.audit.cli import audit
 
 app = typer.Typer(help="LLM relevance judging for e-commerce search on OpenSearch.", no_args_is_help=True)
 app.add_typer(opensearch_app, name="opensearch")
+app.command("audit")(audit)
 
 
 def parse_tier_map(spec: str | None, scheme_name: str) -> dict[str, str]:

@@ -1,0 +1,140 @@
+"""`lref audit`: the command. Checks every input before it searches; bad input is one line on
+stderr and exit code 2; a `--fail-under`/`--fail-over` gate that is not met exits 1."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from reranker.console import fail
+
+from . import AuditError
+from .levels import DEFAULT_GRADES, LEVEL_NAMES
+
+out = Console()
+
+
+def _check_numbers(size: int, k: int, rel_level: int, pipelines: list[str]) -> None:
+    from .search import BASELINE
+
+    if k < 1 or size < k:
+        raise AuditError(f"need 1 <= k <= size, got k={k}, size={size}")
+    if rel_level not in LEVEL_NAMES or rel_level == min(LEVEL_NAMES):
+        raise AuditError(f"--rel-level must be 2, 3 or 4, got {rel_level}")
+    if len(set(pipelines)) != len(pipelines) or BASELINE in pipelines or not all(p.strip() for p in pipelines):
+        raise AuditError(f"--pipeline names must be distinct, non-empty and not {BASELINE!r}")
+
+
+def _summary(report: dict) -> None:
+    """Metrics as rows (narrow terminals too), runs and paired deltas as columns; then the filter audit."""
+    meta = report["meta"]
+    table = Table(title=f"lref audit: {meta['queries_evaluated']} judged queries, top {meta['size']}, k={meta['k']}")
+    table.add_column("metric")
+    for run in report["runs"]:
+        table.add_column(run, justify="right")
+    for comp in report["comparisons"]:
+        table.add_column(f"{comp['b']} - {comp['a']} (p)", justify="right")
+    for name in meta["metrics"]:
+        deltas = [comp["metrics"][name] for comp in report["comparisons"]]
+        table.add_row(name, *(f"{data['metrics'][name]:.4f}" for data in report["runs"].values()),
+                      *(f"{c['delta']:+.4f} ({'n/a' if c['p_value'] is None else format(c['p_value'], '.3g')})"
+                        for c in deltas))
+    out.print(table)
+    show = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
+    for run, found in report["filter_audit"].items():
+        out.print(f"filter audit {run}: dropped {found['dropped']} of {found['hits']} hits "
+                  f"({found['dropped_judged']} judged); filter precision {show(found['filter_precision'])}; "
+                  f"relevant lost {found['relevant_dropped']}/{found['relevant_retrieved']}; tiers {found['tiers']}")
+        if found["not_reranked"]:
+            Console(stderr=True).print(
+                f"[bold yellow]warning:[/] {run}: {len(found['not_reranked'])} of {found['queries']} searches were not "
+                f"reranked ({found['not_reranked'][0]['reason']}); they count with their original order",
+                highlight=False, soft_wrap=True)
+
+
+def audit(
+    judgments: Path = typer.Argument(..., help="judgments: our JSONL, TREC qrels, SRW IMPORT_JUDGMENT JSON or Quepid CSV"),
+    fmt: str = typer.Option("auto", "--format", help="auto | jsonl | trec | srw | quepid"),
+    queries: Optional[Path] = typer.Option(None, help="query set: JSONL (query, query_id) or QID<TAB>TEXT lines; needed for TREC"),
+    grades: str = typer.Option(DEFAULT_GRADES, help="numeric grade -> level for trec, srw and quepid ratings"),
+    limit: Optional[int] = typer.Option(None, min=1, help="run only the first N queries of the set"),
+    opensearch: str = typer.Option("http://127.0.0.1:9200", help="OpenSearch URL"),
+    index: str = typer.Option("products", help="index to search"),
+    pipeline: list[str] = typer.Option(["lref-rerank"], help="search pipeline compared with the baseline (repeatable)"),
+    field: str = typer.Option("title", help="field the default match query searches and the report shows"),
+    template: Optional[Path] = typer.Option(None, help="JSON search body with \"{{query}}\" strings (default: match on --field)"),
+    size: int = typer.Option(20, help="hits retrieved (and reranked) per search"),
+    k: int = typer.Option(10, help="metric cut-off"),
+    timeout: float = typer.Option(120, min=1, help="seconds one search may take (keep it above the connector's read timeout)"),
+    rel_level: int = typer.Option(3, help="lowest level counted relevant for P, R, MRR (3 = Related)"),
+    worst: int = typer.Option(10, help="rows in the worst-queries table"),
+    judge: bool = typer.Option(False, "--judge", help="label unjudged hits with the LLM (kept apart, marked)"),
+    reranker_url: str = typer.Option("http://127.0.0.1:8000", help="the reranker whose /v1/classify --judge uses"),
+    api_key_file: Optional[Path] = typer.Option(None, help="file holding the reranker's API key, for --judge"),
+    out_dir: Path = typer.Option(Path("audit-report"), "--out", help="folder for audit.json, audit.html, plots/"),
+    fail_under: Optional[list[str]] = typer.Option(None, help="[RUN:]METRIC=VALUE: exit 1 when below (repeatable)"),
+    fail_over: Optional[list[str]] = typer.Option(None, help="[RUN:]METRIC=VALUE: exit 1 when above (repeatable)"),
+) -> None:
+    """Measure search pipelines against judgments on the real index (metrics, filter audit, report)."""
+    from lref_plugin.install import InstallError, connect
+
+    from . import gate, html_report, llm_judge, metrics, plots, report, search
+    from .judgments import query_set, read_judgments, read_queries
+    from .levels import parse_grade_map
+
+    started = time.monotonic()
+    try:
+        _check_numbers(size, k, rel_level, pipeline)
+        runs = [search.BASELINE, *pipeline]
+        gates = (gate.parse(fail_under or [], True, runs, runs[1], k)
+                 + gate.parse(fail_over or [], False, runs, runs[1], k))
+        found = read_judgments(judgments, fmt, parse_grade_map(grades))
+        chosen = query_set(found, read_queries(queries) if queries else None, limit)
+        body = search.load_template(template, field)
+        api_key = api_key_file.read_text().strip() if api_key_file else None
+        client = connect(opensearch)
+        search.check_target(client, index, pipeline)
+        results, titles = search.run_all(client, index, chosen, pipeline, body, size, field, timeout)
+        llm_rows = llm_qrels = None
+        if judge:
+            todo = llm_judge.unjudged(results, found.qrels)
+            missing = sorted({i for ids in todo.values() for i in ids} - set(titles))
+            titles.update(search.fetch_titles(client, index, missing, field))
+            llm_rows = llm_judge.judge(reranker_url, chosen, todo, titles, api_key)
+            llm_qrels = llm_judge.as_qrels(llm_rows)
+    except (AuditError, InstallError, OSError) as exc:
+        fail(str(exc))
+    import ir_measures
+
+    meta = {
+        "judgments": str(judgments), "format": found.format, "judgments_in_file": found.count, "index": index,
+        "opensearch": opensearch, "size": size, "k": k, "rel_level": rel_level, "field": field,
+        "pipelines": pipeline, "judge_url": reranker_url if judge else None,
+        "metric_library": f"ir-measures {ir_measures.__version__} (pytrec_eval)",
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    built = report.build(meta, found, chosen, results, k, rel_level, worst, llm_rows, llm_qrels)
+    built["meta"]["elapsed_s"] = round(time.monotonic() - started, 1)
+    figures = plots.figures(built)
+    try:
+        (out_dir / "plots").mkdir(parents=True, exist_ok=True)
+        (out_dir / "audit.json").write_text(json.dumps(built, indent=1, ensure_ascii=False))
+        (out_dir / "audit.html").write_text(html_report.render(built, figures, metrics.lower_is_better))
+        for name, png in figures.items():
+            (out_dir / "plots" / f"{name}.png").write_bytes(png)
+    except OSError as exc:
+        fail(f"cannot write the report to {out_dir}: {exc}")
+    _summary(built)
+    out.print(f"report: {out_dir / 'audit.html'}, {out_dir / 'audit.json'}")
+    failed = gate.failures(built, gates)
+    for line in failed:
+        Console(stderr=True).print(f"[bold red]gate failed:[/] {line}", highlight=False, soft_wrap=True)
+    if failed:
+        raise typer.Exit(1)
