@@ -238,6 +238,8 @@ def up(settings: NodeSettings, timeout_s: float = 240, log=print) -> dict:
         raise NodeError(f"port {settings.http_port} already answers HTTP and is not a node started by lref")
     assemble(settings, log)
     settings.node_dir.mkdir(parents=True, exist_ok=True)
+    # A pid file left by a node that died would read as "exited while starting" until the new JVM rewrites it.
+    settings.pid_file.unlink(missing_ok=True)
     conf = _write_config(settings)
     env = _java_env(settings)
     env["OPENSEARCH_PATH_CONF"] = str(conf)

@@ -30,6 +30,11 @@ class TestNode:
 
     def up(self) -> subprocess.CompletedProcess:
         shutil.rmtree(self.state, ignore_errors=True)
+        # A pid file left by a node that died (a dead pid): `up` must start a new node regardless.
+        self.state.mkdir(parents=True)
+        dead = subprocess.Popen(["true"])
+        dead.wait()
+        (self.state / "opensearch.pid").write_text(str(dead.pid))
         return lref("opensearch", "up", "--port", str(self.port), "--transport-port", str(self.transport_port),
                     "--heap", "1g", "--state", str(self.state))
 
