@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup run test bench
+.PHONY: setup run test bench bench-load
 
 $(VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -26,3 +26,7 @@ test: setup
 
 bench: setup
 	$(BIN)/python bench/rerank_speed.py
+
+# Bounded concurrent searches through the pipeline on a stack of its own (docs/reliability.md).
+bench-load: setup
+	$(BIN)/python bench/load.py

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,6 +9,7 @@ from opensearchpy import OpenSearch, helpers
 from tqdm import tqdm
 
 from lref_plugin.install import InstallError, call, definition
+from reranker.core import RecordError, jsonl_objects
 
 DEFAULT_INDEX = "products"
 
@@ -23,18 +23,10 @@ def read_catalog(path: Path) -> list[dict]:
     fields = set(definition("products_index.json")["mappings"]["properties"])
     products, seen = [], set()
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CatalogError(f"cannot read {path}: {exc}") from exc
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            product = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise CatalogError(f"{path}:{number}: not JSON ({exc.msg})") from exc
-        if not isinstance(product, dict):
-            raise CatalogError(f"{path}:{number}: expected a JSON object")
+        records = list(jsonl_objects(path))
+    except RecordError as exc:
+        raise CatalogError(str(exc)) from None
+    for number, product in records:
         pid = product.get("product_id")
         if not isinstance(pid, (str, int)) or not str(pid).strip():
             raise CatalogError(f"{path}:{number}: product_id is missing or empty")
