@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # demo store with them) and docker-compose (tests/test_compose.py validates docker-compose.yml).
 DEBS := chromium chromium-driver docker-compose
 
-.PHONY: setup debs run test bench
+.PHONY: setup debs run test bench bench-load
 
 $(VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -40,3 +40,7 @@ test: setup
 
 bench: setup
 	$(BIN)/python bench/rerank_speed.py
+
+# Bounded concurrent searches through the pipeline on a stack of its own (docs/reliability.md).
+bench-load: setup
+	$(BIN)/python bench/load.py

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,6 +9,7 @@ from opensearchpy import OpenSearch, helpers
 from tqdm import tqdm
 
 from lref_plugin.install import InstallError, call, definition
+from reranker.core import RecordError, jsonl_objects
 
 DEFAULT_INDEX = "products"
 
@@ -21,19 +21,9 @@ class CatalogError(ValueError):
 def json_lines(path: Path, error: type[Exception]) -> Iterator[tuple[int, dict]]:
     """(line number, object) for each non-blank line of a JSONL file; `error` for what is not."""
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise error(f"cannot read {path}: {exc}") from exc
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise error(f"{path}:{number}: not JSON ({exc.msg})") from exc
-        if not isinstance(row, dict):
-            raise error(f"{path}:{number}: expected a JSON object")
-        yield number, row
+        yield from jsonl_objects(path)
+    except RecordError as exc:
+        raise error(str(exc)) from None
 
 
 def read_catalog(path: Path) -> list[dict]:

@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .core import TIERS, SchemeError, TierPolicy, load_scheme
+from .core import TIERS, SchemeError, TierPolicy, load_scheme, text_problem
 from .core.prompt import PromptError
 from .models.loading import ModelLoadError
 from .console import fail
@@ -95,6 +95,7 @@ def serve(
     api_key_file: Optional[str] = typer.Option(None, help="file holding the API key clients must send (or env LREF_API_KEY)"),
     max_batch_pairs: int = typer.Option(256, help="pairs merged from concurrent requests into one scoring call"),
     max_wait_ms: float = typer.Option(0.0, help="extra wait for others to join a batch (requests queued while the model is busy join anyway)"),
+    company_wait_ms: float = typer.Option(10.0, help="wait for others to join a batch while requests come concurrently (never for a lone one)"),
     max_documents: int = typer.Option(1000, help="most documents one request may carry"),
 ) -> None:
     """Start the reranker service (FastAPI)."""
@@ -110,7 +111,7 @@ def serve(
             api_key = open(api_key_file).read().strip() or None
         config = build_config(
             **judge, host=host, port=port, api_key=api_key, max_batch_pairs=max_batch_pairs,
-            max_wait_ms=max_wait_ms, max_documents=max_documents,
+            max_wait_ms=max_wait_ms, company_wait_ms=company_wait_ms, max_documents=max_documents,
         )
     except (OSError, SchemeError) as exc:
         fail(str(exc))
@@ -140,6 +141,9 @@ def score(
 
     if not query.strip():
         fail("query must not be empty")
+    for what, text in [("query", query), *((f"title {i + 1}", t) for i, t in enumerate(titles))]:
+        if problem := text_problem(text):
+            fail(f"{what}: {problem}")
     try:
         config = build_config(**judge)
         judge_backend = build_backend(config)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -23,6 +24,38 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def post(server, path, body=None, **kw) -> httpx.Response:
+    return httpx.post(server.url + path, json=body, timeout=60, **kw)
+
+
+def assert_json_error(resp: httpx.Response, status: int) -> str:
+    """The response is a JSON error with this status and a message (returned); no traceback."""
+    assert resp.status_code == status, resp.text
+    assert resp.headers["content-type"].startswith("application/json")
+    body = resp.json()
+    assert isinstance(body["error"], str) and body["error"]
+    assert "Traceback" not in resp.text
+    return body["error"]
+
+
+def listening_addresses(pid: int) -> set[str]:
+    """The IP addresses a process listens on (TCP), as the kernel reports them; an IPv4-mapped
+    IPv6 address (a JVM's ::ffff:127.0.0.1) as the IPv4 address it stands for."""
+    import ipaddress
+
+    import psutil
+
+    listening = {ipaddress.ip_address(c.laddr.ip) for c in psutil.Process(pid).net_connections(kind="inet")
+                 if c.status == psutil.CONN_LISTEN}
+    return {str(getattr(ip, "ipv4_mapped", None) or ip) for ip in listening}
+
+
+def metric(url: str, sample: str) -> float:
+    """One sample of a Prometheus /metrics page, e.g. 'lref_requests_total{endpoint="/v1/rerank",status="401"}'."""
+    match = re.search(rf"^{re.escape(sample)} (\S+)$", httpx.get(f"{url}/metrics", timeout=10).text, re.M)
+    return float(match.group(1)) if match else 0.0
 
 
 class Server:
@@ -64,7 +97,7 @@ class Server:
 
 @pytest.fixture(scope="session")
 def server(tiny_model_dir):
-    srv = Server(["--model", str(tiny_model_dir), "--max-documents", "50", "--max-wait-ms", "30"])
+    srv = Server(["--model", str(tiny_model_dir), "--max-wait-ms", "30"])  # default limits (1000 documents)
     srv.wait_ready()
     yield srv
     srv.stop()

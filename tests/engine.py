@@ -4,17 +4,53 @@ TCP proxy that delays traffic to the real reranker (a reranker that is slow, not
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import subprocess
 import sys
 import threading
+import time
+from dataclasses import dataclass
 from pathlib import Path
+
+import httpx
 
 from lref_opensearch.node import NodeSettings
 
 
 def lref(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "reranker.cli", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def install(node: "TestNode", reranker_url: str, *extra: str, read_timeout_s: float = 2) -> subprocess.CompletedProcess:
+    """`lref opensearch install` with a short read timeout (2 s), so fallbacks are quick to provoke."""
+    return lref("opensearch", "install", "--opensearch", node.url, "--reranker-url", reranker_url,
+                "--read-timeout-s", str(read_timeout_s), *extra)
+
+
+def load_titles(node: "TestNode", index: str, titles: list[str], folder: Path) -> None:
+    """Index products p0, p1, ... with these titles through `lref opensearch load`."""
+    catalog = folder / f"{index}.jsonl"
+    catalog.write_text("".join(json.dumps({"product_id": f"p{i}", "title": t}) + "\n" for i, t in enumerate(titles)))
+    loaded = lref("opensearch", "load", str(catalog), "--opensearch", node.url, "--index", index, "--recreate")
+    assert loaded.returncode == 0, loaded.stderr
+    assert f"indexed {len(titles)} products" in loaded.stdout
+
+
+def search_body(query: str, size: int = 50, ext: dict | None = None) -> dict:
+    """Top-`size` BM25 on title, with the query text the rerank step sends to the reranker."""
+    return {"query": {"match": {"title": query}}, "size": size,
+            "ext": {"rerank": {"query_context": {"query_text": query}}, **(ext or {})}}
+
+
+def search(node: "TestNode", index: str, query: str, pipeline: str | None = None, ext: dict | None = None,
+           size: int = 50, timeout: float = 60) -> httpx.Response:
+    params = {"search_pipeline": pipeline} if pipeline else {}
+    return httpx.post(f"{node.url}/{index}/_search", params=params, json=search_body(query, size, ext), timeout=timeout)
+
+
+def ids(result: dict) -> list[str]:
+    return [h["_id"] for h in result["hits"]["hits"]]
 
 
 class TestNode:
@@ -44,7 +80,9 @@ class TestNode:
 
 
 class DelayProxy:
-    """Forwards loopback TCP to `target_port`, holding each new connection for `delay` seconds."""
+    """Forwards loopback TCP to `target_port`, holding every chunk sent upstream for `delay`
+    seconds: each request is late, on new and on kept-alive connections alike. `delay` may be
+    changed while it runs (0: a plain pass-through)."""
 
     def __init__(self, target_port: int, listen_port: int, delay: float) -> None:
         self.target_port, self.port, self.delay = target_port, listen_port, delay
@@ -52,9 +90,11 @@ class DelayProxy:
         self.ready = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
 
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, late: bool) -> None:
         try:
             while data := await reader.read(65536):
+                if late and self.delay:
+                    await asyncio.sleep(self.delay)
                 writer.write(data)
                 await writer.drain()
         except (ConnectionError, asyncio.CancelledError):
@@ -63,13 +103,12 @@ class DelayProxy:
             writer.close()
 
     async def _handle(self, reader, writer) -> None:
-        await asyncio.sleep(self.delay)
         try:
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
-        except OSError:
+        except OSError:  # the reranker is down: the client sees its connection closed
             writer.close()
             return
-        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+        await asyncio.gather(self._pipe(reader, up_writer, late=True), self._pipe(up_reader, writer, late=False))
 
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
@@ -77,6 +116,11 @@ class DelayProxy:
         self.ready.set()
         self.loop.run_forever()
         server.close()
+        tasks = asyncio.all_tasks(self.loop)  # connections still open: closed here, not at exit
+        for task in tasks:
+            task.cancel()
+        self.loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+        self.loop.close()
 
     def __enter__(self) -> "DelayProxy":
         self.thread.start()
@@ -86,3 +130,58 @@ class DelayProxy:
     def __exit__(self, *exc) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
+
+
+@dataclass
+class Outcome:
+    started: float  # time.monotonic()
+    ended: float
+    status: int | None  # None: no HTTP answer at all
+    result: dict | None = None
+    error: str | None = None
+
+
+class SearchLoad:
+    """`workers` threads each searching through the pipeline, one search after another, until the
+    block ends; every outcome is kept with its start and end time."""
+
+    __test__ = False
+
+    def __init__(self, node: "TestNode", index: str, query: str, pipeline: str, workers: int = 3) -> None:
+        self.node, self.index, self.query, self.pipeline = node, index, query, pipeline
+        self.outcomes: list[Outcome] = []
+        self.stopping = threading.Event()
+        self.threads = [threading.Thread(target=self._search, daemon=True) for _ in range(workers)]
+
+    def _search(self) -> None:
+        while not self.stopping.is_set():
+            started = time.monotonic()
+            try:
+                response = search(self.node, self.index, self.query, self.pipeline, timeout=30)
+                result = response.json() if response.status_code == 200 else None
+                outcome = Outcome(started, time.monotonic(), response.status_code, result,
+                                  None if result else response.text[:300])
+            except (httpx.HTTPError, ValueError) as exc:
+                outcome = Outcome(started, time.monotonic(), None, error=repr(exc))
+            self.outcomes.append(outcome)
+
+    def since(self, mark: float, until: float = float("inf")) -> list[Outcome]:
+        """The searches that started after `mark` and ended before `until`."""
+        return [o for o in list(self.outcomes) if o.started >= mark and o.ended <= until]
+
+    def wait_for(self, count: int, mark: float, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while len(self.since(mark)) < count:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"only {len(self.since(mark))} searches ended in {timeout} s")
+            time.sleep(0.05)
+
+    def __enter__(self) -> "SearchLoad":
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stopping.set()
+        for thread in self.threads:
+            thread.join(60)

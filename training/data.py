@@ -5,11 +5,12 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import numbers
 import random
 from collections import Counter
 from pathlib import Path
 
-from reranker.core import DEFAULT_PRODUCT_FIELDS, LabelScheme, SchemeError
+from reranker.core import DEFAULT_PRODUCT_FIELDS, LabelScheme, RecordError, SchemeError, jsonl_objects
 
 from .config import ConfigError, DataConfig
 
@@ -21,14 +22,10 @@ ESCI_COLUMNS = {"query": "query", "product_id": "product_id", "title": "product_
 def _records(path: Path, fmt: str) -> list[dict]:
     fmt = fmt if fmt != "auto" else {".jsonl": "jsonl", ".csv": "csv", ".parquet": "esci"}.get(path.suffix, "")
     if fmt == "jsonl":
-        rows = []
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise ConfigError(f"{path}:{number}: not JSON ({exc.msg})") from exc
-        return rows
+        try:
+            return [record for _, record in jsonl_objects(path)]
+        except RecordError as exc:
+            raise ConfigError(str(exc)) from None
     if fmt == "csv":
         with path.open(newline="", encoding="utf-8", errors="replace") as handle:
             return list(csv.DictReader(handle))
@@ -62,6 +59,8 @@ def normalise(records: list[dict], cfg: DataConfig, scheme: LabelScheme, source:
         raw = rec.get(grade_column)
         if raw is None:
             raise ConfigError(f"{source} row {number}: no grade in column {grade_column!r}")
+        if isinstance(raw, bool) or not isinstance(raw, (str, numbers.Real)):
+            raise ConfigError(f"{source} row {number}: grade {raw!r} is neither a label name nor a number")
         key = _grade_key(cfg.grade_map.get(str(_grade_key(raw)), raw))  # numeric strings become grades
         try:
             level = scheme.level(key)

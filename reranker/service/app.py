@@ -33,7 +33,7 @@ from .schemas import (
 )
 
 log = logging.getLogger("lref.service")
-_ERRORS = {code: {"model": ErrorResponse} for code in (401, 413, 422, 503)}
+_ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 413, 422, 503)}
 
 
 class _State:
@@ -64,7 +64,8 @@ def create_app(
                     on_load_failure(state.load_error)
                 return
             state.backend = backend
-            state.batcher = MicroBatcher(backend, metrics, config.max_batch_pairs, config.max_wait_ms)
+            state.batcher = MicroBatcher(backend, metrics, config.max_batch_pairs, config.max_wait_ms,
+                                         config.company_wait_ms)
             state.batcher.start()
             metrics.model_ready.set(1)
             log.info("model ready: %s (%s backend)", config.model, backend.name)
@@ -180,10 +181,15 @@ def create_app(
             beta=req.beta if req.beta is not None else config.policy.beta,
             min_tier=req.min_tier or config.policy.min_tier,
         )
+        if req.reasoning and len(docs) > config.max_reasoning_documents:
+            raise ApiError(422, f"reasoning is generated for at most {config.max_reasoning_documents} documents per "
+                                f"request, got {len(docs)}")
         judgments = await judged(query, docs, batcher, backend, policy, request)
         reasons: list[str | None] = [None] * len(docs)
         if req.reasoning:
             for i, (doc, j) in enumerate(zip(docs, judgments)):
+                if await request.is_disconnected():
+                    raise ApiError(499, "client disconnected before its reasoning was generated")
                 reasons[i] = await batcher.run_in_model_thread(
                     backend.reasoning, query, doc, j.level, req.max_reasoning_tokens
                 )
@@ -207,7 +213,7 @@ def create_app(
             ],
         )
 
-    @app.get("/health")
+    @app.get("/health", responses={503: {"description": "the model is loading or failed to load"}})
     async def health():
         """200 once the model is loaded; 503 while it loads or if loading failed."""
         if state.backend is not None:
@@ -215,7 +221,8 @@ def create_app(
         status = "failed" if state.load_error else "loading"
         return JSONResponse({"status": status, "error": state.load_error}, status_code=503)
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=Response,
+             responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Prometheus text"}})
     async def prometheus_metrics() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 

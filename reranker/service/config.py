@@ -28,10 +28,15 @@ class ServiceConfig:
     # Requests that arrive while the model is busy always join the next batch; an extra wait only
     # adds latency to a lone request, so none by default.
     max_wait_ms: float = 0.0
+    # ... but while requests come concurrently, a batch waits this long for the others (see batcher.py)
+    company_wait_ms: float = 10.0
     max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS  # padded tokens per forward pass
     prefix_reuse: bool = True
     # limits (bad input gets a 4xx, never a 500)
     max_documents: int = 1000
+    # reasoning is generated one document after another on the model thread, which every search
+    # shares: one request may ask it for only a few documents
+    max_reasoning_documents: int = 20
     max_query_chars: int = 2000
     max_doc_chars: int = 20000  # longer text is cut before tokenizing; tokens are then cut to max_doc_tokens
     max_body_bytes: int = 16 * 1024 * 1024

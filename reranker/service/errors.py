@@ -14,6 +14,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 log = logging.getLogger("lref.service")
 
 
+class ErrorJSON(JSONResponse):
+    """Errors are rendered as ASCII JSON: whatever a request carried (a lone surrogate in a field
+    name echoed in `loc`, say) is escaped, never a reason for the error itself to fail."""
+
+    def render(self, content) -> bytes:
+        return json.dumps(content, ensure_ascii=True, separators=(",", ":")).encode("ascii")
+
+
 class ApiError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
@@ -36,21 +44,21 @@ def _details(errors: list[dict]) -> list[dict]:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError):
-        return JSONResponse({"error": exc.message}, status_code=exc.status)
+        return ErrorJSON({"error": exc.message}, status_code=exc.status)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError):
         errors = jsonable_encoder(exc.errors())
-        return JSONResponse({"error": _summary(errors), "details": _details(errors)}, status_code=422)
+        return ErrorJSON({"error": _summary(errors), "details": _details(errors)}, status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException):
-        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+        return ErrorJSON({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception):
         log.exception("unexpected error")
-        return JSONResponse({"error": "internal error; see the server log"}, status_code=500)
+        return ErrorJSON({"error": "internal error; see the server log"}, status_code=500)
 
 
 class BodyLimitMiddleware:

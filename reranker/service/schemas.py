@@ -3,11 +3,42 @@ built-in connector.pre_process.cohere.rerank / post_process.cohere.rerank functi
 
 from __future__ import annotations
 
-from typing import Literal, Union
+from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+from pydantic import (
+    AfterValidator, BaseModel, ConfigDict, Discriminator, Field, StrictBool, StrictFloat, StrictInt, StrictStr, Tag,
+    WithJsonSchema,
+)
 
-Document = Union[StrictStr, dict[StrictStr, StrictStr]]
+from ..core import DEFAULT_PRODUCT_FIELDS, TITLE_FIELDS, text_problem
+
+
+def _encodable(text: str) -> str:
+    # JSON may carry \\ud800-style escapes that decode to lone surrogates: valid JSON, but not
+    # text the tokenizer can take. Refused here with a 422, so they never reach the model.
+    if problem := text_problem(text):
+        raise ValueError(problem)
+    return text
+
+
+Text = Annotated[StrictStr, AfterValidator(_encodable)]
+# What the service checks itself (with its own messages), stated in the OpenAPI spec too, so
+# clients and the fuzz tests see the real contract: a non-blank query, at least one document, and
+# objects of known product fields with a title or text.
+Query = Annotated[Text, WithJsonSchema({"type": "string", "minLength": 1, "pattern": r"\S"})]
+_PRODUCT_SCHEMA = {
+    "type": "object",
+    "properties": {name: {"type": "string"} for name in (*TITLE_FIELDS, *DEFAULT_PRODUCT_FIELDS)},
+    "additionalProperties": False,
+    "anyOf": [{"required": [name]} for name in TITLE_FIELDS],
+}
+# A title string or an object of fields. The discriminator picks the branch, so an error names
+# one place (documents.3.object.title), not every branch of the union.
+Document = Annotated[
+    Union[Annotated[Text, Tag("string")], Annotated[dict[Text, Text], Tag("object"), WithJsonSchema(_PRODUCT_SCHEMA)]],
+    Discriminator(lambda value: "object" if isinstance(value, dict) else "string"),
+]
+Documents = Annotated[list[Document], Field(json_schema_extra={"minItems": 1})]
 
 
 class _Strict(BaseModel):
@@ -15,13 +46,13 @@ class _Strict(BaseModel):
 
 
 class RerankRequest(_Strict):
-    query: StrictStr
-    documents: list[Document]
+    query: Query
+    documents: Documents
     top_n: StrictInt | None = Field(default=None, ge=1)
     return_documents: StrictBool = False
     # Cohere fields that a Cohere client or the ML Commons blueprint may send:
     model: StrictStr | None = Field(default=None, description="Accepted for Cohere compatibility; the server has one model")
-    rank_fields: list[StrictStr] | None = Field(default=None, description="Object fields to judge (default: all known)")
+    rank_fields: list[Text] | None = Field(default=None, description="Object fields to judge (default: all known)")
     max_chunks_per_doc: StrictInt | None = Field(default=None, description="Accepted for Cohere compatibility; ignored")
 
 
@@ -42,13 +73,13 @@ class RerankResponse(BaseModel):
 
 
 class ClassifyRequest(_Strict):
-    query: StrictStr
-    documents: list[Document]
+    query: Query
+    documents: Documents
     reasoning: StrictBool = False
     max_reasoning_tokens: StrictInt = Field(default=48, ge=1, le=256)
-    beta: float | None = Field(default=None, gt=0.0, le=1.0, description="Override the CumPT threshold for this request")
+    beta: StrictFloat | None = Field(default=None, gt=0.0, le=1.0, description="Override the CumPT threshold for this request")
     min_tier: Literal["Good", "Mid", "Bad"] | None = None
-    rank_fields: list[StrictStr] | None = None
+    rank_fields: list[Text] | None = None
 
 
 class ClassifyResult(BaseModel):

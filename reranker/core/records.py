@@ -1,0 +1,48 @@
+"""Text and records that come from outside (requests, command lines, catalogs, judgments): what is
+no UTF-8 text is refused with a message that says where, before it reaches a tokenizer or an index."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+
+class RecordError(ValueError):
+    """A file of records that cannot be read; the message names the file and line."""
+
+
+def text_problem(text: str) -> str | None:
+    """Why `text` is not UTF-8 text the tokenizer can take, or None. Lone surrogates come from
+    JSON escapes such as \\ud800 or from undecodable bytes in command-line arguments."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return f"not valid UTF-8 text (lone surrogate or undecodable byte {text[exc.start]!r} at character {exc.start})"
+    return None
+
+
+def jsonl_objects(path: Path) -> Iterator[tuple[int, dict]]:
+    """(line number, object) for each non-blank line of a JSON Lines file. A line that is not
+    UTF-8, not JSON, not an object, or holds a field that is no text raises RecordError."""
+    try:
+        lines = path.read_bytes().splitlines()
+    except OSError as exc:
+        raise RecordError(f"cannot read {path}: {exc}") from exc
+    for number, raw in enumerate(lines, 1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise RecordError(f"{path}:{number}: not UTF-8 (byte 0x{raw[exc.start]:02x} at byte {exc.start + 1})") from None
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise RecordError(f"{path}:{number}: not JSON ({exc.msg})") from exc
+        if not isinstance(record, dict):
+            raise RecordError(f"{path}:{number}: expected a JSON object")
+        for name, value in record.items():  # a \ud800 escape is valid JSON but no text
+            if problem := text_problem(name) or (isinstance(value, str) and text_problem(value)):
+                raise RecordError(f"{path}:{number}: {name!r}: {problem}")
+        yield number, record
