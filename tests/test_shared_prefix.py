@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import MistralConfig, MistralForCausalLM
 
-from reranker.backends import ScoreJob
+from reranker.backends import ScoreJob, shared_prefix
 from reranker.backends.transformers_backend import TransformersBackend
 from reranker.core import PromptFormat, load_scheme
 from reranker.models.loading import ModelSpec, load_model
@@ -28,8 +28,11 @@ def shared_and_full(model, prompt, **kwargs):
     return TransformersBackend(model, prompt, **kwargs), TransformersBackend(model, prompt, prefix_reuse=False, **kwargs)
 
 
+@pytest.mark.parametrize("kernel", ["fused CPU kernel", "explicit matmuls"])  # the second is what GPUs run
 @pytest.mark.parametrize("budget", [64, 100_000])  # many small batches (queries split across them) / one batch
-def test_shared_prefix_matches_a_full_prefill_of_every_pair(tiny, budget):
+def test_shared_prefix_matches_a_full_prefill_of_every_pair(tiny, budget, kernel, monkeypatch):
+    if kernel == "explicit matmuls":
+        monkeypatch.setattr(shared_prefix, "_CPU_FLASH", None)
     model, prompt = tiny
     shared, full = shared_and_full(model, prompt, max_batch_tokens=budget)
     got = shared.label_probs(JOBS)

@@ -42,10 +42,47 @@ def _attention(module, query, key, value, attention_mask, scaling=None, dropout=
         raise UnsupportedAttention("sliding-window, soft-capped or sink attention")
     if lref_plan.capture is not None:
         lref_plan.capture.append((key, value))
+    scale = scaling if scaling is not None else query.shape[-1] ** -0.5
+    if query.device.type == "cpu" and _CPU_FLASH is not None:
+        out = _flash_parts(module, query, key, value, scale, lref_plan)
+    else:
+        out = _explicit_parts(module, query, key, value, scale, lref_plan)
+    return out.transpose(1, 2).contiguous(), None
+
+
+# PyTorch's fused CPU attention kernel, in the variant that also returns each query's logsumexp,
+# which is what merging two softmax parts needs. A private op: without it the explicit path runs.
+_CPU_FLASH = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+
+
+def _flash_parts(module, query, key, value, scale: float, plan: Plan) -> torch.Tensor:
+    """Both parts with the fused kernel, merged by their logsumexps. [rows, heads, length, dim]."""
     rows, heads, length, dim = query.shape
     kv_heads = key.shape[1]
     group = heads // kv_heads
-    scale = scaling if scaling is not None else dim**-0.5
+    # The row's own keys are few (one product): repeating them per query head costs little.
+    own_k = key.repeat_interleave(group, dim=1) if group > 1 else key
+    own_v = value.repeat_interleave(group, dim=1) if group > 1 else value
+    out, lse = _CPU_FLASH(query, own_k, own_v, 0.0, True, scale=scale)
+    for start, end, index in plan.slices:
+        keys, values = plan.prefixes[index][module.layer_idx]
+        n = end - start
+        # Rows and the query heads of one KV head folded into one long query: the prefix is read once.
+        folded = query[start:end].reshape(n, kv_heads, group * length, dim).transpose(0, 1).reshape(1, kv_heads, -1, dim)
+        part, part_lse = _CPU_FLASH(folded, keys[None], values[None], 0.0, False, scale=scale)
+        part = part.reshape(kv_heads, n, group * length, dim).transpose(0, 1).reshape(n, heads, length, dim)
+        part_lse = part_lse.reshape(kv_heads, n, group * length).transpose(0, 1).reshape(n, heads, length)
+        total = torch.logaddexp(lse[start:end], part_lse)
+        out[start:end] = (out[start:end] * (lse[start:end] - total).exp().unsqueeze(-1)
+                          + part * (part_lse - total).exp().unsqueeze(-1)).to(out.dtype)
+    return out
+
+
+def _explicit_parts(module, query, key, value, scale: float, lref_plan: Plan) -> torch.Tensor:
+    """The same attention written out in matmuls, for devices without the fused CPU kernel."""
+    rows, heads, length, dim = query.shape
+    kv_heads = key.shape[1]
+    group = heads // kv_heads
     # [rows, kv_heads, group*length, dim]: the query heads that read one KV head, stacked.
     q = (query * scale).reshape(rows, kv_heads, group * length, dim)
 
@@ -75,8 +112,7 @@ def _attention(module, query, key, value, attention_mask, scaling=None, dropout=
         n = end - start
         folded = weights.transpose(0, 1).reshape(kv_heads, n * group * length, -1).to(values.dtype)
         out[start:end] += torch.bmm(folded, values).view(kv_heads, n, group * length, dim).transpose(0, 1)
-    out = (out / total).to(query.dtype)
-    return out.view(rows, heads, length, dim).transpose(1, 2).contiguous(), None
+    return (out / total).to(query.dtype).view(rows, heads, length, dim)
 
 
 AttentionInterface.register(NAME, _attention)

@@ -19,7 +19,7 @@ from typing import Iterator, Sequence
 import torch
 
 from ..core import LabelHead, Level, PromptFormat
-from .base import DEFAULT_MAX_BATCH_TOKENS, Product, ScoreJob
+from .base import Product, ScoreJob, default_batch_tokens
 from .shared_prefix import KV, Plan, UnsupportedAttention, switched_on
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ class TransformersBackend:
         model,
         prompt: PromptFormat,
         device: str = "cpu",
-        max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
+        max_batch_tokens: int | None = None,  # None: the device's default
         max_batch_size: int = 256,
         prefix_reuse: bool = True,
     ) -> None:
@@ -63,7 +63,7 @@ class TransformersBackend:
         self.device = device
         self.decoder = model.get_decoder()
         self.head = LabelHead(model, prompt.label_token_ids)
-        self.max_batch_tokens = max_batch_tokens
+        self.max_batch_tokens = max_batch_tokens or default_batch_tokens(device)
         self.max_batch_size = max_batch_size
         self.prefix_reuse = prefix_reuse
         self.pad_id = prompt.eos_token_id if prompt.eos_token_id is not None else 0

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..core import DEFAULT_PRODUCT_FIELDS, TierPolicy
-from ..backends.base import DEFAULT_MAX_BATCH_TOKENS
 from ..models.loading import DEFAULT_MODEL, ModelSpec
 
 
@@ -30,7 +29,7 @@ class ServiceConfig:
     max_wait_ms: float = 0.0
     # ... but while requests come concurrently, a batch waits this long for the others (see batcher.py)
     company_wait_ms: float = 10.0
-    max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS  # padded tokens per forward pass
+    max_batch_tokens: int | None = None  # padded tokens per forward pass; None: the device's default
     prefix_reuse: bool = True
     # limits (bad input gets a 4xx, never a 500)
     max_documents: int = 1000
