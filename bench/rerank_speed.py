@@ -78,6 +78,9 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+PEAK_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
 def matmul_peak(dtype: torch.dtype, n: int = 1536, reps: int = 10, device: str = "cpu", rounds: int = 5) -> float:
     """The best of `rounds` timings: on a shared machine a single timing can catch a neighbour's
     load and understate the peak, which would overstate utilisation."""
@@ -249,7 +252,7 @@ def main() -> None:
         all_sets = load_queries(args.queries) if n_sets == args.queries else load_queries(n_sets)
     runs = all_sets[: args.queries]
     peak_kw = {"n": 8192, "reps": 20, "device": device} if cuda else {}
-    peaks = {"fp32": matmul_peak(torch.float32, **peak_kw), "bf16": matmul_peak(torch.bfloat16, **peak_kw)}
+    peaks = {name: matmul_peak(dtype, **peak_kw) for name, dtype in PEAK_DTYPES.items()}
 
     rows = []
     tw = {"device": device, "warmup": args.warmup if args.warmup == "all" else int(args.warmup)}
@@ -266,14 +269,11 @@ def main() -> None:
                 lat, _ = timed(lambda q, t: other.label_probs([ScoreJob(q, t)])[0], runs, f"{tag} @{budget}", **tw)
                 rows.append((f"{tag}, max_batch_tokens={budget}", lat))
 
-    # FLOP utilisation of (b), from the real token counts of one request (prefix once, products after it)
-    # measured again after the timed runs: the peak is the best seen before or after them
-    peaks = {name: max(peak, matmul_peak(getattr(torch, {"fp32": "float32", "bf16": "bfloat16"}[name]), **peak_kw))
-             for name, peak in peaks.items()}
+    # FLOP utilisation of (b), from the real token counts of one request; the peaks are measured
+    # again after the timed runs: the peak is the best seen before or after them
+    peaks = {name: max(peak, matmul_peak(PEAK_DTYPES[name], **peak_kw)) for name, peak in peaks.items()}
     query, titles = runs[0]
-    q_len = len(prompt.query_ids(query))
-    seqs = [(0, q_len)] + [(q_len, len(prompt.doc_ids(t))) for t in titles]
-    flops_per_request = model_flops(model, seqs)
+    flops_per_request = request_flops(model, prompt, query, titles)
     achieved = flops_per_request / statistics.median(lat_b)
 
     drift = max((a - b).abs().max().item() for a, b in zip(out_a, out_b))
@@ -309,7 +309,7 @@ def main() -> None:
                       + (" (random weights)" if args.random_weights else ""))
     results.update(flops_per_request=flops_per_request, achieved_flops=achieved, drift_ab=drift, drift_bc=drift_c)
     if cuda:
-        extra = [(name, request_flops(model, prompt, query, titles) / statistics.median(lat))
+        extra = [(name, flops_per_request / statistics.median(lat))
                  for name, lat in rows[1:] if not name.startswith("(c)")]
         for name, rate in extra:
             console.print(f"{name}: {rate / 1e12:.2f} TFLOP/s = {rate / peaks['bf16']:.2%} of the bf16 peak")
