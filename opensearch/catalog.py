@@ -9,7 +9,7 @@ from opensearchpy import OpenSearch, helpers
 from tqdm import tqdm
 
 from lref_plugin.install import InstallError, call, definition
-from reranker.core import RecordError, jsonl_objects
+from reranker.core import jsonl_objects
 
 DEFAULT_INDEX = "products"
 
@@ -18,19 +18,11 @@ class CatalogError(ValueError):
     pass
 
 
-def json_lines(path: Path, error: type[Exception]) -> Iterator[tuple[int, dict]]:
-    """(line number, object) for each non-blank line of a JSONL file; `error` for what is not."""
-    try:
-        yield from jsonl_objects(path)
-    except RecordError as exc:
-        raise error(str(exc)) from None
-
-
 def read_catalog(path: Path) -> list[dict]:
     """Every line checked before anything is indexed, so a bad line never leaves half a catalog."""
     fields = set(definition("products_index.json")["mappings"]["properties"])
     products, seen = [], set()
-    for number, product in json_lines(path, CatalogError):
+    for number, product in jsonl_objects(path, CatalogError):
         pid = product.get("product_id")
         if not isinstance(pid, (str, int)) or not str(pid).strip():
             raise CatalogError(f"{path}:{number}: product_id is missing or empty")

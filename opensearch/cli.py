@@ -1,4 +1,4 @@
-"""`lref opensearch up|down|status|install|load`."""
+"""`lref opensearch up|down|status|install|load|lock`."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from reranker.console import fail
 
 from . import artifacts
 from .java import JavaError
-from .node import NodeError, NodeSettings, default_heap
+from .node import NodeError, NodeSettings, default_base, default_heap
 
 opensearch_app = typer.Typer(help="A local OpenSearch node and the lref connector/pipelines in it.", no_args_is_help=True)
 out = Console()
@@ -71,6 +71,30 @@ def status(port: int = _port, state: Optional[Path] = _state) -> None:
     out.print_json(json.dumps(report))
     if not report["running"]:
         raise typer.Exit(1)
+
+
+@opensearch_app.command()
+def lock(
+    version: str = typer.Argument(..., help="OpenSearch version to pin, e.g. 3.6.0"),
+    lock_file: Optional[Path] = typer.Option(None, help="lock to write or merge into (default: the packaged one, "
+                                                        "or env LREF_ARTIFACTS_LOCK)"),
+    plugin: list[str] = typer.Option([], help="another plugin to pin besides the four `up` installs (repeatable)"),
+) -> None:
+    """Download every artefact VERSION needs and pin its SHA-256 in the lock (cross-checked
+    against Maven's .sha1 where it publishes one)."""
+    path = lock_file or artifacts.lock_path()
+    try:
+        pins = artifacts.lock_version(version, default_base() / "downloads", artifacts.read_lock(path), tuple(plugin))
+        artifacts.write_lock(pins, path)
+    except (artifacts.ArtifactError, OSError) as exc:
+        fail(str(exc))
+    table = Table(title=f"OpenSearch {version} artefacts pinned in {path}")
+    for column, justify in (("file", "left"), ("size", "right"), ("sha256", "left"), ("Maven .sha1", "left")):
+        table.add_column(column, justify=justify, no_wrap=True)
+    for entry in pins.values():
+        table.add_row(entry["file"], f"{entry['size']:,}", entry["sha256"], entry["maven_sha1"])
+    # Hashes are for copying: never fold them, even when stdout is not a terminal (80 columns).
+    (out if out.is_terminal else Console(width=200)).print(table)
 
 
 @opensearch_app.command()

@@ -11,9 +11,20 @@ from reranker.service.config import ServiceConfig
 from training.rows import sft_row
 
 
+# Exactness is asserted in fp32 whatever the CPU: `--dtype auto` picks bf16 on CPUs with
+# AVX512-BF16/AMX, whose rounding no 1e-5 tolerance survives. The bf16 path is tested below.
 @pytest.fixture(scope="module")
 def backend(tiny_model_dir):
-    return build_backend(ServiceConfig(model=str(tiny_model_dir), max_doc_tokens=40))
+    return build_backend(ServiceConfig(model=str(tiny_model_dir), max_doc_tokens=40, dtype="float32"))
+
+
+def full_forward_probs(backend, query, product) -> torch.Tensor:
+    """Label probabilities from one plain forward of the training row's prompt: the reference."""
+    row = sft_row(backend.prompt, query, product, "Irrelevant")
+    ids = torch.tensor([row["input_ids"][: row["prompt_len"]]])
+    with torch.no_grad():
+        logits = backend.model(ids).logits[:, -1].float()
+    return label_probs_from_logits(logits, backend.prompt.label_token_ids)[0]
 
 
 PRODUCT = {"title": "DeWalt 20V cordless drill", "brand": "DeWalt", "category": "power tools"}
@@ -42,16 +53,11 @@ def test_served_probabilities_equal_a_full_forward_on_the_training_prompt(backen
     served = backend.label_probs(jobs)
     for job, probs in zip(jobs, served):
         for product, got in zip(job.products, probs):
-            row = sft_row(backend.prompt, job.query, product, "Irrelevant")
-            ids = torch.tensor([row["input_ids"][: row["prompt_len"]]])
-            with torch.no_grad():
-                logits = backend.model(ids).logits[:, -1]
-            want = label_probs_from_logits(logits, backend.prompt.label_token_ids)[0]
-            torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+            torch.testing.assert_close(got, full_forward_probs(backend, job.query, product), atol=1e-5, rtol=1e-4)
 
 
 def test_without_prefix_reuse_gives_the_same_probabilities(tiny_model_dir, backend):
-    plain = build_backend(ServiceConfig(model=str(tiny_model_dir), max_doc_tokens=40, prefix_reuse=False))
+    plain = build_backend(ServiceConfig(model=str(tiny_model_dir), max_doc_tokens=40, prefix_reuse=False, dtype="float32"))
     jobs = [ScoreJob("drill", ["drill battery", "hose", PRODUCT]), ScoreJob("paint", ["paint gallon"])]
     for a, b in zip(backend.label_probs(jobs), plain.label_probs(jobs)):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
@@ -66,3 +72,26 @@ def test_long_documents_lose_their_own_tokens_never_the_template(backend):
     assert len(long) == prompt.max_doc_tokens + (len(short) - len(prompt._encode("Title: drill")))
     assert long[-3:] == tail == short[-3:]
     assert prompt.query_ids("q " * 500)[-len(prompt._mid):] == prompt._mid
+
+
+
+# bf16 keeps ~3 significant digits, and the tiny random model amplifies rounding (its own bf16
+# forward is ~0.1 from its fp32 one), so the bf16 path is held to its own full forward; a wrong
+# prefix or mask moves probabilities far more than this (checked below).
+BF16_ATOL = 0.05
+
+
+def test_bf16_serving_path_matches_a_bf16_full_forward(tiny_model_dir):
+    """What AMX / AVX512-BF16 CPUs and GPUs serve: shared-prefix scoring in bf16 equals, within
+    bf16 rounding, one plain bf16 forward per pair, while another query's prefix does not."""
+    bf16 = build_backend(ServiceConfig(model=str(tiny_model_dir), max_doc_tokens=40, dtype="bfloat16"))
+    assert next(bf16.model.parameters()).dtype == torch.bfloat16
+    products = [PRODUCT, "garden hose 50 ft", "white paint " * 30, "drill battery"]
+    jobs = [ScoreJob("cordless drill", products), ScoreJob("white paint", products[::-1])]
+    wrong_prefix = 0.0
+    for job, probs in zip(jobs, bf16.label_probs(jobs)):
+        other = "white paint" if job.query == "cordless drill" else "cordless drill"
+        for product, got in zip(job.products, probs):
+            torch.testing.assert_close(got.float(), full_forward_probs(bf16, job.query, product), atol=BF16_ATOL, rtol=0)
+            wrong_prefix = max(wrong_prefix, (got.float() - full_forward_probs(bf16, other, product)).abs().max().item())
+    assert wrong_prefix > 3 * BF16_ATOL

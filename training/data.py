@@ -10,7 +10,7 @@ import random
 from collections import Counter
 from pathlib import Path
 
-from reranker.core import DEFAULT_PRODUCT_FIELDS, LabelScheme, RecordError, SchemeError, jsonl_objects
+from reranker.core import DEFAULT_PRODUCT_FIELDS, LabelScheme, SchemeError, jsonl_objects
 
 from .config import ConfigError, DataConfig
 
@@ -22,10 +22,7 @@ ESCI_COLUMNS = {"query": "query", "product_id": "product_id", "title": "product_
 def _records(path: Path, fmt: str) -> list[dict]:
     fmt = fmt if fmt != "auto" else {".jsonl": "jsonl", ".csv": "csv", ".parquet": "esci"}.get(path.suffix, "")
     if fmt == "jsonl":
-        try:
-            return [record for _, record in jsonl_objects(path)]
-        except RecordError as exc:
-            raise ConfigError(str(exc)) from None
+        return [record for _, record in jsonl_objects(path, ConfigError)]
     if fmt == "csv":
         with path.open(newline="", encoding="utf-8", errors="replace") as handle:
             return list(csv.DictReader(handle))

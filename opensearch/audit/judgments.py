@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lref_opensearch.catalog import json_lines
+from reranker.core import jsonl_objects
 
 from . import AuditError
 from .levels import LEVEL_NAMES, level_from_relevance, to_level
@@ -61,7 +61,7 @@ def _id(value: object) -> str | None:
 
 
 def _json_lines(path: Path) -> Iterator[tuple[str, dict]]:
-    for number, row in json_lines(path, AuditError):
+    for number, row in jsonl_objects(path, AuditError):
         yield f"{path}:{number}", row
 
 

@@ -12,6 +12,7 @@ layer alone.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from dataclasses import dataclass
 from typing import Iterator, Sequence
@@ -104,15 +105,15 @@ class TransformersBackend:
         return text.strip()
 
     # -- scoring paths ---------------------------------------------------------------------------
-    def _last_hidden(self, input_ids, lengths, **kwargs) -> torch.Tensor:
-        hidden = self.decoder(input_ids=input_ids, **kwargs).last_hidden_state
-        rows = torch.arange(len(lengths), device=self.device)
-        return hidden[rows, torch.tensor(lengths, device=self.device) - 1]
-
     def _right_padded(self, seqs: list[list[int]]) -> torch.Tensor:
         width = max(len(s) for s in seqs)
         padded = [s + [self.pad_id] * (width - len(s)) for s in seqs]
         return torch.tensor(padded, device=self.device)
+
+    def _last_real(self, hidden: torch.Tensor, seqs: list[list[int]]) -> torch.Tensor:
+        """Per right-padded row, the hidden state of its last real token (where the answer starts)."""
+        rows = torch.arange(len(seqs), device=self.device)
+        return hidden[rows, torch.tensor([len(s) for s in seqs], device=self.device) - 1]
 
     def _shared_attention_works(self) -> bool:
         if self.shared_attention is None:
@@ -124,16 +125,14 @@ class TransformersBackend:
                 self.shared_attention = False
         return self.shared_attention
 
-    def _run_shared(self, ids: list[list[int]], start: list[int], plan: Plan, lengths: list[int] | None = None):
+    def _run_shared(self, ids: list[list[int]], start: list[int], plan: Plan) -> torch.Tensor:
         """One forward pass of right-padded rows at positions start[i]..; the last real hidden state per row."""
         padded = self._right_padded(ids)
         positions = torch.tensor(start, device=self.device)[:, None] + torch.arange(padded.shape[1], device=self.device)
         with switched_on(self.model):
             hidden = self.decoder(input_ids=padded, position_ids=positions, use_cache=False, lref_plan=plan).last_hidden_state
         self.tokens_processed += sum(len(row) for row in ids)
-        if lengths is None:
-            return None
-        return hidden[torch.arange(len(ids), device=self.device), torch.tensor(lengths, device=self.device) - 1]
+        return self._last_real(hidden, ids)
 
     def _head(self) -> list[KV]:
         """KV of the constant template head, computed once: every request's prefix starts with it."""
@@ -165,13 +164,12 @@ class TransformersBackend:
         for batch in _length_batches(pairs, 0, self.max_batch_tokens, self.max_batch_size):
             batch = sorted(batch, key=lambda p: p.query)  # rows of one query side by side: one slice each
             slices, start = [], 0
-            for i in range(1, len(batch) + 1):
-                if i == len(batch) or batch[i].query != batch[start].query:
-                    slices.append((start, i, batch[start].query))
-                    start = i
-            lengths = [len(p.doc_ids) for p in batch]
+            for query, rows in itertools.groupby(batch, key=lambda p: p.query):
+                end = start + sum(1 for _ in rows)
+                slices.append((start, end, query))
+                start = end
             hidden = self._run_shared([p.doc_ids for p in batch], [prefix_len[p.query] for p in batch],
-                                      Plan(prefixes=prefixes, slices=slices), lengths)
+                                      Plan(prefixes=prefixes, slices=slices))
             yield batch, self.head.probs(hidden).cpu()
 
     def _score_full(self, queries: list[str], pairs: list[_Pair]):
@@ -180,7 +178,7 @@ class TransformersBackend:
         longest_prefix = max(len(q) for q in query_ids)
         for batch in _length_batches(pairs, longest_prefix, self.max_batch_tokens, self.max_batch_size):
             seqs = [query_ids[p.query] + p.doc_ids for p in batch]
-            lengths = [len(s) for s in seqs]
-            hidden = self._last_hidden(self._right_padded(seqs), lengths, use_cache=False)
-            self.tokens_processed += sum(lengths)
+            hidden = self.decoder(input_ids=self._right_padded(seqs), use_cache=False).last_hidden_state
+            self.tokens_processed += sum(len(seq) for seq in seqs)
+            hidden = self._last_real(hidden, seqs)
             yield batch, self.head.probs(hidden).cpu()

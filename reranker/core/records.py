@@ -22,27 +22,28 @@ def text_problem(text: str) -> str | None:
     return None
 
 
-def jsonl_objects(path: Path) -> Iterator[tuple[int, dict]]:
-    """(line number, object) for each non-blank line of a JSON Lines file. A line that is not
-    UTF-8, not JSON, not an object, or holds a field that is no text raises RecordError."""
+def jsonl_objects(path: Path, error: type[Exception] = RecordError) -> Iterator[tuple[int, dict]]:
+    """(line number, object) for each non-blank line of a JSON Lines file. A file that cannot be
+    read, or a line that is not UTF-8, not JSON, not an object, or holds a field that is no text,
+    raises `error` (the caller's own error type) with a message naming the file and line."""
     try:
         lines = path.read_bytes().splitlines()
     except OSError as exc:
-        raise RecordError(f"cannot read {path}: {exc}") from exc
+        raise error(f"cannot read {path}: {exc}") from exc
     for number, raw in enumerate(lines, 1):
         try:
             line = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise RecordError(f"{path}:{number}: not UTF-8 (byte 0x{raw[exc.start]:02x} at byte {exc.start + 1})") from None
+            raise error(f"{path}:{number}: not UTF-8 (byte 0x{raw[exc.start]:02x} at byte {exc.start + 1})") from None
         if not line.strip():
             continue
         try:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise RecordError(f"{path}:{number}: not JSON ({exc.msg})") from exc
+            raise error(f"{path}:{number}: not JSON ({exc.msg})") from exc
         if not isinstance(record, dict):
-            raise RecordError(f"{path}:{number}: expected a JSON object")
+            raise error(f"{path}:{number}: expected a JSON object")
         for name, value in record.items():  # a \ud800 escape is valid JSON but no text
             if problem := text_problem(name) or (isinstance(value, str) and text_problem(value)):
-                raise RecordError(f"{path}:{number}: {name!r}: {problem}")
+                raise error(f"{path}:{number}: {name!r}: {problem}")
         yield number, record
