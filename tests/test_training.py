@@ -82,11 +82,11 @@ def test_every_stage_leaves_its_artefacts(trained):
     train = [json.loads(x) for x in (trained / "run/data/train.jsonl").read_text().splitlines()]
     evaluation = [json.loads(x) for x in (trained / "run/data/eval.jsonl").read_text().splitlines()]
     assert not {r["query"] for r in train} & {r["query"] for r in evaluation}  # split by query
-    assert metrics(trained, "select") == {"enabled": False, "kept": data["train_rows"]}
+    assert {k: v for k, v in metrics(trained, "select").items() if k != "seconds"} == {"enabled": False, "kept": data["train_rows"]}
     cot = [json.loads(x) for x in (trained / "run/cot/train.jsonl").read_text().splitlines()]
     assert {r["style"] for r in cot} == {"EE", "RA", "DR"} and all(r["reasoning"] for r in cot)
     sft = metrics(trained, "sft")
-    assert sft["phases"] == ["EE", "RA", "DR"]  # the curriculum order
+    assert list(sft["phases"]) == ["EE", "RA", "DR"]  # the curriculum order
     assert (trained / "run/sft/model/config.json").exists()  # LoRA merged: a plain model dir
     debias = metrics(trained, "dpo_debias")
     assert debias["pairs"] == debias["train_optimistic_errors"] <= debias["train_errors"]
@@ -105,7 +105,9 @@ def test_every_stage_leaves_its_artefacts(trained):
     assert [s["beta"] for s in report["beta_sweep"]] == [0.3, 0.5, 0.7] and report["chosen_beta"] in (0.3, 0.5, 0.7)
     assert sum(map(sum, report["confusion"]["matrix"])) == data["eval_rows"]
     assert (trained / "run/eval/report.png").stat().st_size > 10_000
-    assert (trained / "run/export/model/config.json").exists()
+    # the chain ends with DPO/GRPO adapters over merged models: the judge dir holds the full model
+    assert json.loads((trained / "run/export/judge/judge.json").read_text())["weights"] == "model"
+    assert (trained / "run/export/judge/model/config.json").exists()
 
 
 def test_selection_keeps_exactly_the_rows_the_three_helpers_agree_on():
@@ -133,6 +135,34 @@ def test_class_balancing_upsamples_every_label_to_the_largest():
     [(name, out)] = phases(rows, ["EE", "RA", "DR"], balance=True, seed=0)
     assert name == "label" and Counter(r["label"] for r in out) == {"Related": 6, "Irrelevant": 6, "Excellent": 6}
     assert phases(rows, ["EE"])[0][1] == rows  # off by default
+    # with a row budget per class: larger labels sampled down without repeats, smaller ones up
+    [(_, capped)] = phases(rows, ["EE"], balance=True, seed=0, per_class=3)
+    assert Counter(r["label"] for r in capped) == {"Related": 3, "Irrelevant": 3, "Excellent": 3}
+
+
+def test_completion_loss_equals_the_models_own_loss_on_the_completion(tiny_model_dir):
+    """The LM head run on completion positions only gives the loss of the full-vocabulary forward."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from reranker.core import PromptSpec, load_scheme
+    from training.rows import sft_row
+    from training.sft import completion_loss
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    prompt = PromptSpec(instruction="compact").build(AutoTokenizer.from_pretrained(tiny_model_dir), load_scheme())
+    rows = [sft_row(prompt, "cordless drill", "drill battery pack", "Related"),
+            sft_row(prompt, "garden hose", "garden hose 50 ft heavy duty", "Excellent", "a hose")]
+    width = max(len(r["input_ids"]) for r in rows)
+    pad = lambda xs, v: xs + [v] * (width - len(xs))  # noqa: E731
+    ids = torch.tensor([pad(r["input_ids"], 0) for r in rows])
+    mask = torch.tensor([pad([1] * len(r["input_ids"]), 0) for r in rows])
+    labels = torch.tensor([pad([t if m else -100 for t, m in zip(r["input_ids"], r["completion_mask"])], -100) for r in rows])
+    ours = completion_loss(model, {"input_ids": ids, "attention_mask": mask, "labels": labels})
+    theirs = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+    torch.testing.assert_close(ours, theirs)
+    ours.backward()  # and it trains: gradients reach the model
+    assert model.lm_head.weight.grad.abs().sum() > 0
 
 
 def test_a_second_run_resumes_and_skips_finished_stages(trained):
@@ -141,8 +171,8 @@ def test_a_second_run_resumes_and_skips_finished_stages(trained):
     assert again.stdout.count("skipped (done)") == 9
 
 
-def test_exported_model_serves_through_the_reranker(trained):
-    srv = Server(["--model", str(trained / "run/export/model")])
+def test_exported_judge_serves_through_the_reranker(trained):
+    srv = Server(["--judge", str(trained / "run/export/judge")])
     try:
         srv.wait_ready()
         response = httpx.post(f"{srv.url}/v1/rerank", json={"query": "garden hose", "documents": ["garden hose 50 ft", "paint tray"]})

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from reranker.core import PromptSpec
 
 # Stages in the order `lref train` runs them.
 STAGES = ("data", "select", "cot", "sft", "dpo_debias", "dpo_passn", "grpo", "eval", "export")
@@ -25,6 +27,8 @@ class DataConfig:
     columns: dict[str, str] = field(default_factory=dict)  # our name -> the file's column name
     grade_field: str = "level"  # the column holding the raw grade
     grade_map: dict[str, str] = field(default_factory=dict)  # raw grade -> level name/token; empty = as is
+    # a finer human grade (e.g. the mean of several raters), kept for eval's Spearman; else the level's grade
+    rating_field: str | None = None
     eval_fraction: float = 0.1
     max_train: int | None = None  # subsample (by query, seeded) to what the machine can train
     max_eval: int | None = None
@@ -66,6 +70,9 @@ class LoraConfig:
     alpha: int = 32
     dropout: float = 0.05
     target_modules: str | list[str] = "all-linear"
+    # Adapt only the top N decoder layers (None: all). Backward then stops there: the frozen lower
+    # layers cost a forward pass alone, which is what makes an epoch fit a CPU.
+    top_layers: int | None = None
 
 
 @dataclass
@@ -80,7 +87,13 @@ class SftConfig:
     # Upsample every label to the most frequent one's count within each phase (seeded), so the
     # label head does not learn the class prior alone.
     balance_classes: bool = False
+    # With balance_classes: every label gets exactly this many rows (larger ones sampled down,
+    # smaller ones up), which also bounds an epoch on slow hardware.
+    rows_per_class: int | None = None
     save_steps: int = 200
+    # auto: bf16 on a GPU or a CPU with AVX512-BF16/AMX (the LoRA weights stay fp32), else fp32
+    dtype: str = "auto"
+    group_by_length: bool = True  # batches of similar length: little padding
 
 
 @dataclass
@@ -122,6 +135,15 @@ class EvalConfig:
     betas: list[float] = field(default_factory=lambda: [round(0.1 * i, 1) for i in range(1, 10)])
     pick_beta_by: str = "bad_f1"  # the β kept for serving maximises the Bad tier's F1 on eval
     each_stage: bool = False  # also judge the base model and every trained stage's model (ablations)
+    # float32: exact (serving in fp32 reproduces eval's probabilities); auto: the dtype serving picks here
+    dtype: str = "float32"
+
+
+@dataclass
+class ExportConfig:
+    judge_dir: str | None = None  # where the judge dir goes; default run_dir/export/judge
+    name: str = ""  # the judge's name in its card; default the judge dir's name
+    notes: str = ""  # for the card's README: where the data comes from, under which terms
 
 
 @dataclass
@@ -131,6 +153,7 @@ class TrainConfig:
     scheme: str = "four_level"
     seed: int = 0
     device: str = "auto"
+    prompt: PromptSpec = field(default_factory=PromptSpec)  # what the judge card hands to serving
     data: DataConfig = field(default_factory=DataConfig)
     select: SelectConfig = field(default_factory=SelectConfig)
     cot: CotConfig = field(default_factory=CotConfig)
@@ -139,7 +162,10 @@ class TrainConfig:
     dpo_passn: DpoConfig = field(default_factory=DpoConfig)
     grpo: GrpoConfig = field(default_factory=GrpoConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
     base_dir: Path = field(default=Path("."), repr=False)  # relative paths resolve against the YAML's dir
+    config_file: str = field(default="", repr=False)  # as given to `lref train --config`: the judge card's command
+    config_text: str = field(default="", repr=False)
 
     def path(self, value: str) -> Path:
         p = Path(value).expanduser()
@@ -153,7 +179,7 @@ class TrainConfig:
 def _build(cls, raw: Any, where: str):
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: expected a mapping, got {type(raw).__name__}")
-    known = {f.name: f for f in fields(cls) if f.name != "base_dir"}
+    known = {f.name: f for f in fields(cls) if f.name not in ("base_dir", "config_file", "config_text")}
     unknown = sorted(set(raw) - set(known))
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
@@ -201,13 +227,28 @@ def validate(config: TrainConfig) -> TrainConfig:
         raise ConfigError("grpo.num_generations and dpo_passn.n must be at least 2")
     if not all(0.0 < b <= 1.0 for b in config.eval.betas):
         raise ConfigError("eval.betas must lie in (0, 1]")
+    for name, value in (("sft.dtype", config.sft.dtype), ("eval.dtype", config.eval.dtype)):
+        if value not in ("auto", "float32", "bfloat16"):
+            raise ConfigError(f"{name} must be auto, float32 or bfloat16, got {value!r}")
+    if config.sft.rows_per_class is not None and (not isinstance(config.sft.rows_per_class, int) or config.sft.rows_per_class < 1):
+        raise ConfigError("sft.rows_per_class must be a positive whole number")
+    spec = config.prompt
+    if not isinstance(spec.instruction, str) or not spec.instruction.strip():
+        raise ConfigError("prompt.instruction must be 'default', 'compact' or the instruction's text")
+    if not isinstance(spec.product_fields, (list, tuple)) or not all(isinstance(f, str) for f in spec.product_fields):
+        raise ConfigError("prompt.product_fields must be a list of field names")
+    for name in ("max_query_tokens", "max_doc_tokens"):
+        if not isinstance(getattr(spec, name), int) or getattr(spec, name) < 1:
+            raise ConfigError(f"prompt.{name} must be a positive whole number")
+    config.prompt = replace(spec, product_fields=tuple(spec.product_fields))
     return config
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        text = path.read_text()
+        raw = yaml.safe_load(text) or {}
     except OSError as exc:
         raise ConfigError(f"cannot read config {path}: {exc.strerror}") from exc
     except yaml.YAMLError as exc:
@@ -216,4 +257,5 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Tr
         raw.update(overrides)
     config = _build(TrainConfig, raw, path.name)
     config.base_dir = path.resolve().parent
+    config.config_file, config.config_text = str(path), text
     return validate(config)

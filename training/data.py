@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import math
 import json
 import numbers
 import random
@@ -65,8 +66,14 @@ def normalise(records: list[dict], cfg: DataConfig, scheme: LabelScheme, source:
             raise ConfigError(f"{source} row {number}: grade {raw!r}: {exc}; map it with data.grade_map") from exc
         extra = {f: get(rec, f) for f in DEFAULT_PRODUCT_FIELDS if isinstance(get(rec, f), str) and get(rec, f)}
         product = {"title": title, **extra} if extra else title
-        rows.append({"query": query.strip(), "product_id": str(get(rec, "product_id") or number),
-                     "product": product, "label": level.name})
+        row = {"query": query.strip(), "product_id": str(get(rec, "product_id") or number), "product": product,
+               "label": level.name}
+        if cfg.rating_field:
+            rating = rec.get(cfg.rating_field)
+            if isinstance(rating, bool) or not isinstance(rating, numbers.Real) or not math.isfinite(rating):
+                raise ConfigError(f"{source} row {number}: rating {rating!r} in column {cfg.rating_field!r} is not a number")
+            row["rating"] = float(rating)
+        rows.append(row)
     return rows
 
 

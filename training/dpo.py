@@ -67,7 +67,7 @@ def train(base: Path, pairs: list[dict], tokenizer, cfg: DpoConfig, out: Path, s
     from transformers import AutoModelForCausalLM
     from trl import DPOConfig, DPOTrainer
 
-    from .sft import last_checkpoint, save_merged
+    from .sft import last_checkpoint, merge_and_save
 
     class TokenDPOTrainer(DPOTrainer):
         """Our rows are already token ids from the relevance core; TRL's text preparation would
@@ -81,7 +81,7 @@ def train(base: Path, pairs: list[dict], tokenizer, cfg: DpoConfig, out: Path, s
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
     if not pairs:
         log("no preference pairs: the model is passed on unchanged")
-        return save_merged(model, tokenizer, out / "model")
+        return merge_and_save(model, tokenizer, out / "model")
     args = DPOConfig(
         output_dir=str(out), num_train_epochs=cfg.epochs, learning_rate=cfg.learning_rate, beta=cfg.beta,
         per_device_train_batch_size=cfg.batch_size, max_length=cfg.max_length, seed=seed, data_seed=seed,
@@ -93,4 +93,4 @@ def train(base: Path, pairs: list[dict], tokenizer, cfg: DpoConfig, out: Path, s
     trainer = TokenDPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(pairs),
                               processing_class=tokenizer, peft_config=lora)
     trainer.train(resume_from_checkpoint=last_checkpoint(out))
-    return save_merged(trainer.model, tokenizer, out / "model")
+    return merge_and_save(trainer.model, tokenizer, out / "model")

@@ -11,6 +11,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+from scipy.stats import spearmanr
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 from tqdm import tqdm
 
@@ -67,8 +68,13 @@ def metrics(probs: np.ndarray, rows: list[dict], scheme: LabelScheme, cfg: EvalC
         sweep.append({"beta": beta, "bad_precision": round(precision, 4), "bad_recall": round(recall, 4),
                       "bad_f1": round(f1, 4), "dropped_share": round(float(bad_pred.mean()), 4)})
     best = max(sweep, key=lambda s: (s["bad_f1"], -abs(s["beta"] - 0.5)))
+    grades = np.array([lv.grade for lv in scheme.levels])
+    human = np.array([r.get("rating", scheme.levels[g].grade) for r, g in zip(rows, gold)])
     return {
         "rows": len(rows),
+        # ranking quality: the expected grade against the human grade (the raters' mean where the data has it)
+        "spearman": round(float(spearmanr(probs @ grades, human).statistic), 4),
+        "spearman_against": "rating" if all("rating" in r for r in rows) else "level",
         "accuracy": round(float(accuracy_score(gold, predicted)), 4),
         "macro_f1": round(float(f1_score(gold, predicted, labels=range(len(names)), average="macro", zero_division=0)), 4),
         "per_class": {n: {"precision": round(float(p[i]), 4), "recall": round(float(r[i]), 4), "f1": round(float(f[i]), 4),
@@ -83,7 +89,7 @@ def metrics(probs: np.ndarray, rows: list[dict], scheme: LabelScheme, cfg: EvalC
 
 def summary(report: dict) -> dict:
     """The ablation table's columns."""
-    return {"accuracy": report["accuracy"], "macro_f1": report["macro_f1"],
+    return {"accuracy": report["accuracy"], "macro_f1": report["macro_f1"], "spearman": report["spearman"],
             "f1": {name: c["f1"] for name, c in report["per_class"].items()}, "ece": report["ece"],
             "optimistic_share_of_errors": report["optimistic_share_of_errors"], "chosen_beta": report["chosen_beta"],
             "bad_precision": report["bad_at_chosen_beta"]["bad_precision"],

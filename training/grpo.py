@@ -64,7 +64,7 @@ def train(base: Path, rows: list[dict], prompt: PromptFormat, cfg: GrpoConfig, o
     from transformers import AutoModelForCausalLM
     from trl import GRPOConfig, GRPOTrainer
 
-    from .sft import last_checkpoint, save_merged
+    from .sft import last_checkpoint, merge_and_save
 
     class TokenGRPOTrainer(GRPOTrainer):
         """Generates from the relevance core's prompt ids, not from a re-tokenization of their text."""
@@ -75,7 +75,7 @@ def train(base: Path, rows: list[dict], prompt: PromptFormat, cfg: GrpoConfig, o
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
     if not rows:
         log("dynamic sampling kept no prompts: the model is passed on unchanged")
-        return save_merged(model, prompt.tokenizer, out / "model")
+        return merge_and_save(model, prompt.tokenizer, out / "model")
     texts = prompt_texts(rows, prompt)
     ids_by_text = dict(texts)
     dataset = Dataset.from_list([{"prompt": text, "gold": row["label"]} for (text, _), row in zip(texts, rows)])
@@ -90,4 +90,4 @@ def train(base: Path, rows: list[dict], prompt: PromptFormat, cfg: GrpoConfig, o
     trainer = TokenGRPOTrainer(model=model, reward_funcs=rewards(prompt, prompt.scheme), args=args, train_dataset=dataset,
                           processing_class=prompt.tokenizer, peft_config=lora)
     trainer.train(resume_from_checkpoint=last_checkpoint(out))
-    return save_merged(trainer.model, prompt.tokenizer, out / "model")
+    return merge_and_save(trainer.model, prompt.tokenizer, out / "model")

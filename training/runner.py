@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
+import time
 from pathlib import Path
 
 import torch
@@ -62,7 +62,7 @@ class Run:
         if self._prompt is None:
             from transformers import AutoTokenizer
 
-            self._prompt = PromptFormat(AutoTokenizer.from_pretrained(self.base_model), self.scheme)
+            self._prompt = self.config.prompt.build(AutoTokenizer.from_pretrained(self.base_model), self.scheme)
         return self._prompt
 
     def device(self) -> str:
@@ -112,9 +112,11 @@ class Run:
         rows = data_stage.read_jsonl(self.need("cot", "train.jsonl"))
         result = sft_stage.train(self.base_model, rows, self.prompt, self.config.sft, self.dir("sft"),
                                  self.config.seed, self.device(), self.log)
-        return {"rows": len(rows), "model": str(result), "lora": self.config.sft.lora.enabled,
-                "phases": [style for style, _ in sft_stage.phases(rows, self.config.sft.curriculum)],
-                "balanced": self.config.sft.balance_classes}
+        cfg = self.config.sft
+        trained = sft_stage.phases(rows, cfg.curriculum, cfg.balance_classes, self.config.seed, cfg.rows_per_class)
+        return {"rows": len(rows), "model": str(result), "lora": cfg.lora.enabled,
+                "phases": {style: len(phase_rows) for style, phase_rows in trained},
+                "balanced": cfg.balance_classes, "rows_per_class": cfg.rows_per_class}
 
     def latest_model(self, before: str | None = None) -> Path:
         """The newest model a finished trained stage wrote (each is a merged HF dir)."""
@@ -130,20 +132,26 @@ class Run:
         from reranker.backends.transformers_backend import TransformersBackend
         from reranker.models.loading import ModelSpec, load_model
 
-        model, tokenizer, device = load_model(ModelSpec(model=str(model_dir), dtype="float32", device=self.config.device))
-        return TransformersBackend(model, PromptFormat(tokenizer, self.scheme), device=device)
+        model, tokenizer, device = load_model(ModelSpec(model=str(model_dir), dtype=self.config.eval.dtype,
+                                                        device=self.config.device))
+        return TransformersBackend(model, self.config.prompt.build(tokenizer, self.scheme), device=device)
 
     def sample_rows(self, limit: int | None) -> list[dict]:
         rows = data_stage.read_jsonl(self.need("data", "train.jsonl"))
         return random.Random(self.config.seed).sample(rows, limit) if limit and len(rows) > limit else rows
 
-    def eval_report(self, model_dir: Path, backend=None) -> dict:
-        """Eval metrics of a model dir (or of an already loaded backend over it)."""
+    def eval_report(self, model_dir: Path, backend=None, probs_file: Path | None = None) -> dict:
+        """Eval metrics of a model dir (or of an already loaded backend over it); the per-row
+        probabilities go to `probs_file` when given."""
         from . import evaluate
 
         rows = data_stage.read_jsonl(self.need("data", "eval.jsonl"))
         backend = backend or self.backend(model_dir)
-        return evaluate.metrics(evaluate.label_probs(backend, rows), rows, self.scheme, self.config.eval)
+        probs = evaluate.label_probs(backend, rows)
+        if probs_file:
+            data_stage.write_jsonl(probs_file, [{"query": r["query"], "product_id": r["product_id"], "probs": p.tolist()}
+                                                for r, p in zip(rows, probs)])
+        return evaluate.metrics(probs, rows, self.scheme, self.config.eval)
 
     def dpo_debias(self) -> dict:
         from . import dpo, evaluate
@@ -206,7 +214,7 @@ class Run:
         from . import evaluate
 
         model_dir = self.latest_model()
-        report = {"model": str(model_dir), **self.eval_report(model_dir)}
+        report = {"model": str(model_dir), **self.eval_report(model_dir, probs_file=self.dir("eval") / "probs.jsonl")}
         if self.config.eval.each_stage:
             models = [("base", Path(self.base_model))] + [
                 (s, self.dir(s) / "model") for s in TRAINED if (self.dir(s) / MARK).exists()
@@ -217,16 +225,11 @@ class Run:
         return report
 
     def export(self) -> dict:
-        from reranker.models.loading import ModelSpec, load_model
+        """A judge dir (see reranker/models/judge.py): the SFT LoRA adapter when SFT was the last
+        trained stage, else the full model, and the card serving rebuilds the prompt from."""
+        from . import export
 
-        model, tokenizer, _ = load_model(ModelSpec(model=str(self.latest_model()), dtype="float32", device="cpu"))
-        target = self.dir("export") / "model"
-        shutil.rmtree(target, ignore_errors=True)
-        model.save_pretrained(target)
-        tokenizer.save_pretrained(target)
-        beta = json.loads((self.dir("eval") / "metrics.json").read_text())["chosen_beta"] \
-            if (self.dir("eval") / "metrics.json").exists() else 0.5
-        return {"model": str(target), "serve": f"lref serve --model {target} --scheme {self.config.scheme} --beta {beta}"}
+        return export.judge_dir(self)
 
     # -- driving ----------------------------------------------------------------------------------
     def stage(self, name: str) -> Callable[[], dict]:
@@ -244,7 +247,8 @@ class Run:
             self.log(f"stage {name}")
             _seed(self.config.seed)
             self.dir(name).mkdir(parents=True, exist_ok=True)
-            metrics = self.stage(name)()
+            started = time.monotonic()
+            metrics = {**self.stage(name)(), "seconds": round(time.monotonic() - started, 1)}
             (self.dir(name) / "metrics.json").write_text(json.dumps(metrics, indent=1))
             mark.write_text("ok")
             done.append((name, "ran"))

@@ -4,35 +4,43 @@ killed run resumes inside the phase it was in and skips the phases already finis
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 
 import torch
 
 from reranker.core import PromptFormat
+from reranker.models.loading import pick_dtype
 
 from .config import SftConfig
 from .rows import sft_row
 
 DONE = "phase.done"
+STATS = "speed.json"  # rows/s and tokens/s of the phase (bench/train_speed.py reads it)
 
 
-def phases(rows: list[dict], curriculum: list[str], balance: bool = False, seed: int = 0) -> list[tuple[str, list[dict]]]:
+def phases(rows: list[dict], curriculum: list[str], balance: bool = False, seed: int = 0,
+           per_class: int | None = None) -> list[tuple[str, list[dict]]]:
     """Rows grouped into curriculum phases; rows without a rationale style form one 'label' phase."""
     plain = [r for r in rows if not r.get("style")]
     groups = [("label", plain)] if plain else [(style, [r for r in rows if r["style"] == style]) for style in curriculum
                                                if any(r["style"] == style for r in rows)]
-    return [(style, balanced(group, seed) if balance else group) for style, group in groups]
+    return [(style, balanced(group, seed, per_class) if balance else group) for style, group in groups]
 
 
-def balanced(rows: list[dict], seed: int) -> list[dict]:
-    """Every label upsampled (with replacement, seeded) to the largest label's count."""
+def balanced(rows: list[dict], seed: int, per_class: int | None = None) -> list[dict]:
+    """Every label brought to the same count (seeded): the largest label's, or `per_class` — a
+    larger label is then sampled down without replacement, a smaller one up with it."""
     by_label: dict[str, list[dict]] = {}
     for row in rows:
         by_label.setdefault(row["label"], []).append(row)
-    target = max(map(len, by_label.values()))
+    target = per_class or max(map(len, by_label.values()))
     rng = random.Random(seed)
-    out = [row for label in sorted(by_label) for row in by_label[label] + rng.choices(by_label[label], k=target - len(by_label[label]))]
+    out = []
+    for label in sorted(by_label):
+        group = by_label[label]
+        out += rng.sample(group, target) if len(group) >= target else group + rng.choices(group, k=target - len(group))
     rng.shuffle(out)
     return out
 
@@ -50,6 +58,31 @@ def _dataset(rows: list[dict], prompt: PromptFormat, max_length: int):
     return Dataset.from_list(items)
 
 
+def completion_loss(model, inputs: dict, num_items: int | torch.Tensor | None = None) -> torch.Tensor:
+    """Mean cross-entropy over the completion tokens, with the LM head run on those positions only.
+    (TRL's fused head scores every position where Triton is missing, CPUs included: for an
+    answer-first label that is ~40x the head work and most of a CPU step.)"""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # LoRA layers live in it
+    kwargs = {k: inputs[k] for k in ("attention_mask", "position_ids") if k in inputs}
+    hidden = base.get_decoder()(input_ids=inputs["input_ids"], use_cache=False, **kwargs).last_hidden_state
+    targets = inputs["labels"][:, 1:]
+    scored = targets != -100
+    logits = base.get_output_embeddings()(hidden[:, :-1][scored]).float()
+    total = torch.nn.functional.cross_entropy(logits, targets[scored], reduction="sum")
+    return total / torch.as_tensor(num_items if num_items is not None else scored.sum()).clamp(min=1)
+
+
+def _trainer_class():
+    from trl import SFTTrainer
+
+    class CompletionSFTTrainer(SFTTrainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            loss = completion_loss(model, inputs, num_items_in_batch)
+            return (loss, None) if return_outputs else loss
+
+    return CompletionSFTTrainer
+
+
 def last_checkpoint(path: Path) -> str | None:
     """The newest complete checkpoint: a run killed while saving leaves one without its
     trainer_state.json (written last), which must not be resumed from."""
@@ -63,17 +96,28 @@ def train(base: str, rows: list[dict], prompt: PromptFormat, cfg: SftConfig, out
     """-> a full model directory (LoRA merged in), which later stages start from and serve loads."""
     from peft import LoraConfig, PeftModel
     from transformers import AutoModelForCausalLM
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTConfig
 
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    # LoRA trains fp32 adapters over frozen base weights, which may then be bf16; full fine-tuning
+    # keeps fp32 master weights and autocasts the matmuls instead.
+    fast = pick_dtype(cfg.dtype, device) == torch.bfloat16
+    weights = torch.bfloat16 if fast and cfg.lora.enabled else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=weights)
+    layers = model.config.get_text_config().num_hidden_layers
+    top = range(layers - min(cfg.lora.top_layers, layers), layers) if cfg.lora.top_layers else None
+    targets = cfg.lora.target_modules
+    if top and targets == "all-linear":  # PEFT takes a layer subset only with module names
+        targets = sorted({name.rsplit(".", 1)[-1] for name, module in model.get_decoder().layers[-1].named_modules()
+                          if isinstance(module, torch.nn.Linear)})
     lora = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
-                      target_modules=cfg.lora.target_modules, task_type="CAUSAL_LM") if cfg.lora.enabled else None
-    for index, (style, phase_rows) in enumerate(phases(rows, cfg.curriculum, cfg.balance_classes, seed)):
+                      target_modules=targets, layers_to_transform=list(top) if top else None,
+                      task_type="CAUSAL_LM") if cfg.lora.enabled else None
+    for index, (style, phase_rows) in enumerate(phases(rows, cfg.curriculum, cfg.balance_classes, seed, cfg.rows_per_class)):
         phase_dir = out / f"phase{index}-{style}"
         final = phase_dir / "final"
         if (phase_dir / DONE).exists():
             log(f"sft phase {style}: done earlier, loading it")
-            model = (PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32), final,
+            model = (PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base, dtype=weights), final,
                                                is_trainable=True) if lora else AutoModelForCausalLM.from_pretrained(final))
             continue
         log(f"sft phase {style}: {len(phase_rows)} rows")
@@ -81,23 +125,47 @@ def train(base: str, rows: list[dict], prompt: PromptFormat, cfg: SftConfig, out
             output_dir=str(phase_dir), num_train_epochs=cfg.epochs, learning_rate=cfg.learning_rate,
             per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
             max_length=cfg.max_length, completion_only_loss=True, seed=seed, data_seed=seed,
+            gradient_checkpointing=False,  # TRL's default trades ~30% more compute for memory a 135M model does not need
             save_steps=cfg.save_steps, save_total_limit=1, logging_steps=10, report_to=[],
-            use_cpu=device == "cpu", bf16=False, fp16=False, lr_scheduler_type="cosine", warmup_steps=0.05,  # a float below 1 is a ratio
+            use_cpu=device == "cpu", bf16=fast and not cfg.lora.enabled, fp16=False,
+            lr_scheduler_type="cosine", warmup_steps=0.05,  # a float below 1 is a ratio
+            train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
         )
-        trainer = SFTTrainer(model=model, args=args, train_dataset=_dataset(phase_rows, prompt, cfg.max_length),
+        trainer = _trainer_class()(model=model, args=args, train_dataset=_dataset(phase_rows, prompt, cfg.max_length),
                              processing_class=prompt.tokenizer,
                              peft_config=lora if lora and not isinstance(model, PeftModel) else None)
-        trainer.train(resume_from_checkpoint=last_checkpoint(phase_dir))
+        result = trainer.train(resume_from_checkpoint=last_checkpoint(phase_dir))
         model = trainer.model
+        tokens = sum(len(r["input_ids"]) for r in trainer.train_dataset)  # what the rows hold, padding not counted
+        (phase_dir / STATS).write_text(json.dumps({
+            "rows": len(phase_rows), "epochs": cfg.epochs, "steps": trainer.state.global_step, "dtype": str(weights),
+            "seconds": round(result.metrics["train_runtime"], 2),
+            "rows_per_s": round(cfg.epochs * len(phase_rows) / result.metrics["train_runtime"], 3),
+            "tokens_per_s": round(cfg.epochs * tokens / result.metrics["train_runtime"], 1)}))
         model.save_pretrained(final)
         prompt.tokenizer.save_pretrained(final)
         (phase_dir / DONE).write_text(str(trainer.state.global_step))
-    return save_merged(model, prompt.tokenizer, out / "model")
+    if lora:
+        return save_merged(base, final, out / "model")
+    model.save_pretrained(out / "model")
+    prompt.tokenizer.save_pretrained(out / "model")
+    return out / "model"
 
 
-def save_merged(model, tokenizer, target: Path) -> Path:
-    """Merge a LoRA adapter (if any) and save a plain HF model dir: the next stage's reference
-    model and what `lref serve --model` loads as is."""
+def save_merged(base: str, adapter: Path, target: Path) -> Path:
+    """The adapter merged into the fp32 base exactly as serving merges it at load (whatever dtype
+    it trained in), saved as a plain HF model dir: the next stage's reference model, and what
+    eval judges."""
+    from reranker.models.loading import ModelSpec, load_model
+
+    model, tokenizer, _ = load_model(ModelSpec(model=base, adapter=str(adapter), dtype="float32", device="cpu"))
+    model.save_pretrained(target)
+    tokenizer.save_pretrained(target)
+    return target
+
+
+def merge_and_save(model, tokenizer, target: Path) -> Path:
+    """Merge a trained model's LoRA adapter (if any) and save a plain HF model dir."""
     from peft import PeftModel
 
     if isinstance(model, PeftModel):

@@ -207,6 +207,7 @@ def demo(
 
     from reranker.cli import build_config  # imported here: reranker.cli registers this command
     from reranker.core import SchemeError
+    from reranker.models.loading import ModelLoadError
 
     from .. import artifacts
     from ..catalog import CatalogError, read_catalog
@@ -221,8 +222,8 @@ def demo(
     if not 1 <= size <= 100:
         fail(f"--size must be between 1 and 100, got {size}")
     try:
-        build_config(**judge)
-    except SchemeError as exc:
+        config = build_config(**judge)
+    except (SchemeError, ModelLoadError) as exc:
         fail(str(exc))
     path, catalog_name = choose_catalog(catalog)
     try:
@@ -236,7 +237,7 @@ def demo(
     settings = NodeSettings(http_port=opensearch_port, transport_port=transport_port, heap=heap or default_heap())
     spec = InstallSpec(opensearch_url=opensearch_url or settings.url,
                        reranker_url=reranker_url or f"http://127.0.0.1:{reranker_port}",
-                       read_timeout_s=read_timeout_s, min_tier=judge["min_tier"], scheme=judge["scheme"])
+                       read_timeout_s=read_timeout_s, min_tier=config.policy.min_tier, scheme=config.scheme)
     try:
         spec.validate()
     except InstallError as exc:
@@ -250,7 +251,7 @@ def demo(
                 if opensearch_url is None:
                     node_up_or_reused(settings, started, timeout)
                 if reranker_url is None:
-                    out.print(f"starting the reranker on {spec.reranker_url} (model {model_name(judge['model'])})")
+                    out.print(f"starting the reranker on {spec.reranker_url} (model {model_name(config.judge_dir or config.model)})")
                     reranker = Reranker(reranker_port, judge)
                     started.callback(reranker.stop)
                     reranker.wait_ready(timeout)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..core import PromptFormat, load_scheme
+from ..core import load_scheme
 from ..models.loading import ModelLoadError, load_model
 from .base import JudgeBackend, Product, ScoreJob
 
@@ -21,14 +21,16 @@ def build_backend(config) -> JudgeBackend:
         raise ModelLoadError(f"unknown backend {config.backend!r}: use one of {BACKENDS}")
     from .transformers_backend import TransformersBackend
 
+    if config.judge_dir:  # before the (slow) model load: a mismatch is refused at once
+        from transformers import AutoTokenizer
+
+        from ..models.judge import verify
+        from ..models.loading import resolve_model_path
+
+        base = resolve_model_path(config.model)
+        verify(config.judge_dir, base, config.prompt_spec.build(AutoTokenizer.from_pretrained(base), scheme))
     model, tokenizer, device = load_model(config.model_spec)
-    prompt = PromptFormat(
-        tokenizer,
-        scheme,
-        product_fields=config.product_fields,
-        max_query_tokens=config.max_query_tokens,
-        max_doc_tokens=config.max_doc_tokens,
-    )
+    prompt = config.prompt_spec.build(tokenizer, scheme)
     return TransformersBackend(
         model,
         prompt,

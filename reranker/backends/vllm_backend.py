@@ -48,14 +48,7 @@ class VLLMBackend:
             enable_prefix_caching=True,
             logprobs_mode="processed_logits",
         )
-        prompt = PromptFormat(
-            llm.get_tokenizer(),
-            scheme,
-            product_fields=config.product_fields,
-            max_query_tokens=config.max_query_tokens,
-            max_doc_tokens=config.max_doc_tokens,
-        )
-        return cls(llm, prompt)
+        return cls(llm, config.prompt_spec.build(llm.get_tokenizer(), scheme))
 
     def _prompts(self, pairs: Sequence[tuple[str, Product]]):
         from vllm.inputs import TokensPrompt

@@ -4,7 +4,10 @@ Training and serving both import from here, so a prompt means the same tokens ev
 """
 
 from .labels import TIERS, LabelScheme, Level, SchemeError, builtin_schemes, load_scheme
-from .prompt import DEFAULT_PRODUCT_FIELDS, TITLE_FIELDS, EncodedPair, PromptError, PromptFormat, default_instruction, product_text
+from .prompt import (
+    DEFAULT_PRODUCT_FIELDS, TITLE_FIELDS, EncodedPair, PromptError, PromptFormat, PromptSpec, compact_instruction,
+    default_instruction, product_text,
+)
 from .records import RecordError, jsonl_objects, text_problem
 from .scoring import LabelHead, label_probs_from_logits
 from .tiering import (
@@ -13,7 +16,8 @@ from .tiering import (
 
 __all__ = [
     "TIERS", "LabelScheme", "Level", "SchemeError", "builtin_schemes", "load_scheme",
-    "DEFAULT_PRODUCT_FIELDS", "TITLE_FIELDS", "EncodedPair", "PromptError", "PromptFormat", "default_instruction", "product_text",
+    "DEFAULT_PRODUCT_FIELDS", "TITLE_FIELDS", "EncodedPair", "PromptError", "PromptFormat", "PromptSpec", "compact_instruction",
+    "default_instruction", "product_text",
     "RecordError", "jsonl_objects", "text_problem",
     "LabelHead", "label_probs_from_logits",
     "Judgment", "TierPolicy", "cumpt_index", "decode_score", "encode_score", "judge", "judge_all", "keeps",

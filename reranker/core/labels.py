@@ -65,7 +65,7 @@ class LabelScheme:
         return {lv.name: lv.tier for lv in self.levels}
 
 
-def _scheme_from_dict(name: str, data: dict) -> LabelScheme:
+def scheme_from_dict(name: str, data: dict) -> LabelScheme:
     try:
         levels = tuple(
             Level(name=str(x["name"]), token=str(x["token"]), grade=float(x["grade"]), tier=str(x["tier"]))
@@ -78,7 +78,7 @@ def _scheme_from_dict(name: str, data: dict) -> LabelScheme:
 
 def builtin_schemes() -> dict[str, LabelScheme]:
     raw = json.loads(resources.files("reranker.core").joinpath("schemes.json").read_text())
-    return {k: _scheme_from_dict(k, v) for k, v in raw.items() if not k.startswith("_")}
+    return {k: scheme_from_dict(k, v) for k, v in raw.items() if not k.startswith("_")}
 
 
 def load_scheme(name_or_path: str = "four_level") -> LabelScheme:
@@ -93,4 +93,4 @@ def load_scheme(name_or_path: str = "four_level") -> LabelScheme:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise SchemeError(f"label scheme file {path}: not valid JSON ({exc})") from None
-    return _scheme_from_dict(path.stem, data)
+    return scheme_from_dict(path.stem, data)

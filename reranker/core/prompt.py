@@ -37,6 +37,35 @@ def default_instruction(scheme: LabelScheme) -> str:
     )
 
 
+def compact_instruction(scheme: LabelScheme) -> str:
+    """A short instruction for a trained judge: the grades are learnt, not read, and every training
+    row pays for each instruction token (the default one is ~5x a Home Depot title)."""
+    grades = ", ".join(f"{lv.token} {lv.name}" for lv in scheme.levels)
+    return f"Grade the product for the shopping query: {grades}."
+
+
+INSTRUCTIONS = {"default": default_instruction, "compact": compact_instruction}
+
+
+@dataclass(frozen=True)
+class PromptSpec:
+    """Everything besides the tokenizer and scheme that fixes a prompt's tokens: a training run and
+    the server that serves its judge must agree on all of it (a judge card stores it)."""
+
+    instruction: str = "default"  # 'default', 'compact', or the instruction's own text
+    product_fields: tuple[str, ...] = DEFAULT_PRODUCT_FIELDS
+    max_query_tokens: int = 64
+    max_doc_tokens: int = 256
+
+    def instruction_text(self, scheme: LabelScheme) -> str:
+        make = INSTRUCTIONS.get(self.instruction)
+        return make(scheme) if make else self.instruction
+
+    def build(self, tokenizer, scheme: LabelScheme) -> "PromptFormat":
+        return PromptFormat(tokenizer, scheme, self.instruction_text(scheme), self.product_fields,
+                            self.max_query_tokens, self.max_doc_tokens)
+
+
 def product_text(product: str | Mapping[str, object], fields: Sequence[str] = DEFAULT_PRODUCT_FIELDS) -> str:
     """Render a product (a title string, or a dict with a title/text and optional fields)."""
     if isinstance(product, str):

@@ -39,12 +39,25 @@ def pick_device(device: str) -> str:
     return device
 
 
-def _cpu_has_fast_bf16() -> bool:
+def _cpuinfo() -> str:
     try:
-        flags = Path("/proc/cpuinfo").read_text()
+        return Path("/proc/cpuinfo").read_text()
     except OSError:
-        return False
+        return ""
+
+
+def _cpu_has_fast_bf16() -> bool:
+    flags = _cpuinfo()
     return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def cpu_facts() -> dict:
+    """What benchmarks and judge cards print about the CPU: its name, cores and bf16 flags."""
+    info = _cpuinfo().splitlines()
+    name = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), "unknown CPU")
+    flags = set(next((line.split(":", 1)[1].split() for line in info if line.startswith("flags")), []))
+    return {"cpu": name, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "bf16_flags": sorted(flags & {"avx512_bf16", "amx_bf16", "amx_tile"}) or ["none"]}
 
 
 def pick_dtype(dtype: str, device: str) -> torch.dtype:

@@ -217,7 +217,7 @@ def create_app(
     async def health():
         """200 once the model is loaded; 503 while it loads or if loading failed."""
         if state.backend is not None:
-            return {"status": "ready", "model": config.model, "backend": state.backend.name}
+            return {"status": "ready", "model": config.model, "judge": config.judge_dir, "backend": state.backend.name}
         status = "failed" if state.load_error else "loading"
         return JSONResponse({"status": status, "error": state.load_error}, status_code=503)
 

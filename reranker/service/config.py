@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..core import DEFAULT_PRODUCT_FIELDS, TierPolicy
+from ..core import DEFAULT_PRODUCT_FIELDS, PromptSpec, TierPolicy
 from ..models.loading import DEFAULT_MODEL, ModelSpec
 
 
@@ -13,11 +13,13 @@ class ServiceConfig:
     # model
     model: str = DEFAULT_MODEL
     adapter: str | None = None
+    judge_dir: str | None = None  # a judge card's dir: the base and tokenizer are checked against it at load
     dtype: str = "auto"
     device: str = "auto"
     backend: str = "transformers"  # transformers | vllm
     # labels, prompt, tiering
     scheme: str = "four_level"
+    instruction: str = "default"  # 'default', 'compact' or the text; a judge card sets it
     product_fields: tuple[str, ...] = DEFAULT_PRODUCT_FIELDS
     max_query_tokens: int = 64
     max_doc_tokens: int = 256
@@ -43,6 +45,10 @@ class ServiceConfig:
     api_key: str | None = None
     host: str = "127.0.0.1"
     port: int = 8000
+
+    @property
+    def prompt_spec(self) -> PromptSpec:
+        return PromptSpec(self.instruction, tuple(self.product_fields), self.max_query_tokens, self.max_doc_tokens)
 
     @property
     def model_spec(self) -> ModelSpec:

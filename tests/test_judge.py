@@ -1,0 +1,153 @@
+"""A judge dir (adapter + judge.json card) from `lref train`, served by `lref serve --judge DIR`:
+the same prompt tokens and probabilities as the training run's own eval, and a one-line refusal
+when the base model or tokenizer is not the one it was trained on."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import httpx
+import pytest
+import yaml
+
+from conftest import Server
+from test_training import judgments
+
+from reranker.core import cumpt_index, load_scheme
+from reranker.models.judge import CARD, read_card, weights_sha256
+
+
+def lref(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "reranker.cli", *args], capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def run(tiny_model_dir, tmp_path_factory):
+    """An SFT-only chain with the compact instruction and class-balanced rows, as the shipped recipe."""
+    root = tmp_path_factory.mktemp("judge")
+    rows = [{**r, "relevance": 1 + (r["level"] - 1) * 2 / 3} for r in judgments()]  # a rater mean in 1..3
+    (root / "judgments.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    config = {
+        "run_dir": "run", "model": str(tiny_model_dir), "seed": 0, "device": "cpu",
+        "prompt": {"instruction": "compact", "product_fields": [], "max_doc_tokens": 48},
+        "data": {"train": "judgments.jsonl", "eval_fraction": 0.25, "rating_field": "relevance"},
+        "select": {"enabled": False}, "cot": {"enabled": False},
+        "sft": {"epochs": 3, "learning_rate": 0.003, "batch_size": 8, "save_steps": 5, "balance_classes": True,
+                "rows_per_class": 20, "lora": {"r": 8, "alpha": 16}},
+        "dpo_debias": {"enabled": False}, "dpo_passn": {"enabled": False}, "grpo": {"enabled": False},
+        "eval": {"betas": [0.3, 0.5, 0.7]},
+        "export": {"judge_dir": "judge", "name": "tiny-judge", "notes": "synthetic rows made by the test"},
+    }
+    (root / "train.yaml").write_text(yaml.safe_dump(config))
+    done = lref("train", "--config", str(root / "train.yaml"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    return root
+
+
+def test_the_judge_dir_is_an_adapter_with_a_card(run, tiny_model_dir):
+    card = read_card(run / "judge")
+    assert card.weights == "adapter" and (run / "judge/adapter/adapter_model.safetensors").is_file()
+    assert not (run / "judge/model").exists()  # the adapter alone: small enough to commit
+    assert card.base_model == str(tiny_model_dir) and card.base_sha256 == weights_sha256(tiny_model_dir)
+    assert card.prompt["instruction"].startswith("Grade the product for the shopping query: 4 Excellent")
+    assert card.prompt["product_fields"] == [] and card.prompt["max_doc_tokens"] == 48
+    assert card.policy["beta"] == json.loads((run / "run/eval/metrics.json").read_text())["chosen_beta"]
+    assert card.metrics["spearman_against"] == "rating" and -1 <= card.metrics["spearman"] <= 1
+    assert card.training["command"].endswith("train.yaml") and "judgments.jsonl" in card.training["data"]["train"]["file"]
+    assert len(card.training["data"]["train"]["sha256"]) == 64 and card.training["stages"]["sft"]["phases"] == {"label": 80}
+    readme = (run / "judge/README.md").read_text()
+    assert "lref serve --judge" in readme and "synthetic rows made by the test" in readme
+
+
+def test_serving_from_the_card_rebuilds_the_training_prompt_and_probabilities(run, tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    from training.config import load_config
+
+    card = read_card(run / "judge")
+    scheme = card.scheme_obj()
+    served = card.prompt_spec().build(AutoTokenizer.from_pretrained(tiny_model_dir), card.scheme_obj())
+    trained = load_config(run / "train.yaml")
+    training = trained.prompt.build(AutoTokenizer.from_pretrained(tiny_model_dir), load_scheme(trained.scheme))
+    rows = [json.loads(x) for x in (run / "run/data/eval.jsonl").read_text().splitlines()]
+    for row in rows:
+        assert served.encode(row["query"], row["product"]).prompt_ids == training.encode(row["query"], row["product"]).prompt_ids
+    want = {(r["query"], r["product_id"]): r["probs"] for r in map(json.loads, (run / "run/eval/probs.jsonl").read_text().splitlines())}
+    srv = Server(["--judge", str(run / "judge"), "--dtype", "float32"])  # eval ran in fp32
+    try:
+        srv.wait_ready()
+        assert httpx.get(srv.url + "/health").json()["judge"] == str(run / "judge")
+        for query in sorted({r["query"] for r in rows}):
+            mine = [r for r in rows if r["query"] == query]
+            got = httpx.post(srv.url + "/v1/classify", json={"query": query, "documents": [r["product"] for r in mine]},
+                             timeout=60).json()["results"]
+            for row, result in zip(mine, got):
+                probs = list(result["probabilities"].values())
+                assert probs == pytest.approx(want[(query, row["product_id"])], abs=1e-5)
+                assert result["label"] == scheme.levels[cumpt_index(probs, card.policy["beta"])].name  # the card's β
+    finally:
+        srv.stop()
+
+
+def edited_judge(run, tmp_path, **changes):
+    judge = tmp_path / "judge"
+    shutil.copytree(run / "judge", judge)
+    card = json.loads((judge / CARD).read_text())
+    for key, value in changes.items():
+        section, _, field = key.partition("__")
+        if field:
+            card[section][field] = value
+        else:
+            card[section] = value
+    (judge / CARD).write_text(json.dumps(card))
+    return judge
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"base_sha256": "0" * 64}, "trained on a base model whose weights hash 000000000000"),
+    ({"prompt_check__ids": [1, 2, 3]}, "this tokenizer builds other prompt tokens than training did"),
+])
+def test_a_base_or_tokenizer_that_does_not_match_is_a_one_line_error(run, tmp_path, changes, message):
+    judge = edited_judge(run, tmp_path, **changes)
+    result = lref("score", "--judge", str(judge), "cordless drill", "garden hose")
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and message in result.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--judge", "/nonexistent/judge"], "not a judge dir (no judge.json)"),
+    (["--judge", "JUDGE", "--adapter", "JUDGE/adapter"], "--adapter and --judge both name trained weights"),
+])
+def test_bad_judge_options_are_one_line_errors(run, args, message):
+    args = [a.replace("JUDGE", str(run / "judge")) for a in args]
+    result = lref("score", *args, "cordless drill", "garden hose")
+    assert result.returncode == 2 and "Traceback" not in result.stderr and message in result.stderr, result.stderr
+
+
+def test_a_malformed_card_is_a_one_line_error(run, tmp_path):
+    judge = edited_judge(run, tmp_path, format="something-else")
+    result = lref("score", "--judge", str(judge), "cordless drill", "garden hose")
+    assert result.returncode == 2 and "not a lref-judge/1 card" in result.stderr, result.stderr
+
+
+def test_zero_shot_keeps_the_bare_model(run, tiny_model_dir):
+    judged = lref("score", "--judge", str(run / "judge"), "--dtype", "float32", "cordless drill", "garden hose")
+    bare = lref("score", "--judge", "zero-shot", "--model", str(tiny_model_dir), "--dtype", "float32",
+                "cordless drill", "garden hose")
+    assert judged.returncode == bare.returncode == 0, judged.stderr + bare.stderr
+    assert judged.stdout != bare.stdout  # the adapter and the card's prompt change the judgments
+
+
+def test_committed_judges_have_readable_cards_and_small_adapters():
+    from pathlib import Path
+
+    cards = sorted((Path(__file__).parents[1] / "models").glob(f"**/{CARD}"))
+    assert cards, "models/ holds at least the Home Depot judge"
+    for path in cards:
+        card = read_card(path.parent)
+        weights = sum(f.stat().st_size for f in (path.parent / card.weights).iterdir())
+        assert card.weights == "adapter" and weights <= 20 * 2**20, (path, weights)
+        assert "Kaggle" in card.notes and card.metrics["rows"] > 0 and card.base_model == "default"
