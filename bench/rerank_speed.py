@@ -37,7 +37,7 @@ from reranker.backends import ScoreJob
 from reranker.backends.base import default_batch_tokens
 from reranker.backends.transformers_backend import TransformersBackend
 from reranker.core import PromptFormat, label_probs_from_logits, load_scheme
-from reranker.models.loading import ModelSpec, load_model, pick_device, pick_dtype, resolve_model_path
+from reranker.models.loading import ModelSpec, cpu_facts, load_model, pick_device, pick_dtype, resolve_model_path
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "homedepot"
 N_PRODUCTS = 50
@@ -286,7 +286,7 @@ def main() -> None:
     for col in ("method", "requests", "pairs/s", "p50 ms", "p95 ms", "speed-up vs (a)"):
         table.add_column(col, justify="right" if col != "method" else "left")
     base = N_PRODUCTS / statistics.mean(lat_a)
-    results = {"device": where, "dtype": str(model.dtype), "torch": torch.__version__,
+    results = {"device": where, "dtype": str(model.dtype), "cpu": cpu_facts(), "torch": torch.__version__,
                "transformers": __import__("transformers").__version__, "random_weights": args.random_weights,
                "attn_implementation": getattr(model.config, "_attn_implementation", None),
                "cudnn_sdpa": torch.backends.cuda.cudnn_sdp_enabled(), "warmup": args.warmup,
@@ -299,6 +299,9 @@ def main() -> None:
                                 "p95_ms": pct(lat, 95) * 1e3, "speedup": pps / base, "latencies_s": lat})
     console = Console(width=140)
     console.print(table)
+    facts = cpu_facts()  # what decided --dtype auto on a CPU
+    console.print(f"CPU: {facts['cpu']}, {facts['cores']} cores, bf16 flags: {', '.join(facts['bf16_flags'])}; "
+                  f"--dtype {args.dtype} -> {model.dtype}")
     console.print(f"(b) useful FLOPs/request {flops_per_request / 1e9:.1f} GFLOP, achieved {achieved / 1e9:.1f} GFLOP/s")
     for name, peak in peaks.items():
         console.print(f"matmul peak {name}: {peak / 1e9:.1f} GFLOP/s -> (b) utilisation {achieved / peak:.0%} of {name} peak")
