@@ -110,12 +110,10 @@ class Run:
         from . import sft as sft_stage
 
         rows = data_stage.read_jsonl(self.need("cot", "train.jsonl"))
-        result = sft_stage.train(self.base_model, rows, self.prompt, self.config.sft, self.dir("sft"),
-                                 self.config.seed, self.device(), self.log)
         cfg = self.config.sft
-        trained = sft_stage.phases(rows, cfg.curriculum, cfg.balance_classes, self.config.seed, cfg.rows_per_class)
-        return {"rows": len(rows), "model": str(result), "lora": cfg.lora.enabled,
-                "phases": {style: len(phase_rows) for style, phase_rows in trained},
+        result, trained = sft_stage.train(self.base_model, rows, self.prompt, cfg, self.dir("sft"),
+                                          self.config.seed, self.device(), self.log)
+        return {"rows": len(rows), "model": str(result), "lora": cfg.lora.enabled, "phases": trained,
                 "balanced": cfg.balance_classes, "rows_per_class": cfg.rows_per_class}
 
     def latest_model(self, before: str | None = None) -> Path:

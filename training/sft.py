@@ -92,8 +92,9 @@ def last_checkpoint(path: Path) -> str | None:
 
 
 def train(base: str, rows: list[dict], prompt: PromptFormat, cfg: SftConfig, out: Path, seed: int,
-          device: str, log=print) -> Path:
-    """-> a full model directory (LoRA merged in), which later stages start from and serve loads."""
+          device: str, log=print) -> tuple[Path, dict[str, int]]:
+    """-> a full model directory (LoRA merged in), which later stages start from and serve loads,
+    and the rows each curriculum phase trained on (after class balancing)."""
     from peft import LoraConfig, PeftModel
     from transformers import AutoModelForCausalLM
     from trl import SFTConfig
@@ -112,7 +113,9 @@ def train(base: str, rows: list[dict], prompt: PromptFormat, cfg: SftConfig, out
     lora = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
                       target_modules=targets, layers_to_transform=list(top) if top else None,
                       task_type="CAUSAL_LM") if cfg.lora.enabled else None
-    for index, (style, phase_rows) in enumerate(phases(rows, cfg.curriculum, cfg.balance_classes, seed, cfg.rows_per_class)):
+    trained = phases(rows, cfg.curriculum, cfg.balance_classes, seed, cfg.rows_per_class)
+    counts = {style: len(phase_rows) for style, phase_rows in trained}
+    for index, (style, phase_rows) in enumerate(trained):
         phase_dir = out / f"phase{index}-{style}"
         final = phase_dir / "final"
         if (phase_dir / DONE).exists():
@@ -146,10 +149,8 @@ def train(base: str, rows: list[dict], prompt: PromptFormat, cfg: SftConfig, out
         prompt.tokenizer.save_pretrained(final)
         (phase_dir / DONE).write_text(str(trainer.state.global_step))
     if lora:
-        return save_merged(base, final, out / "model")
-    model.save_pretrained(out / "model")
-    prompt.tokenizer.save_pretrained(out / "model")
-    return out / "model"
+        return save_merged(base, final, out / "model"), counts
+    return merge_and_save(model, prompt.tokenizer, out / "model"), counts
 
 
 def save_merged(base: str, adapter: Path, target: Path) -> Path:

@@ -39,25 +39,26 @@ def pick_device(device: str) -> str:
     return device
 
 
-def _cpuinfo() -> str:
+def _cpuinfo() -> list[str]:
     try:
-        return Path("/proc/cpuinfo").read_text()
+        return Path("/proc/cpuinfo").read_text().splitlines()
     except OSError:
-        return ""
+        return []
+
+
+def _cpu_flags() -> set[str]:
+    return set(next((line.split(":", 1)[1].split() for line in _cpuinfo() if line.startswith("flags")), []))
 
 
 def _cpu_has_fast_bf16() -> bool:
-    flags = _cpuinfo()
-    return "amx_bf16" in flags or "avx512_bf16" in flags
+    return bool(_cpu_flags() & {"amx_bf16", "avx512_bf16"})
 
 
 def cpu_facts() -> dict:
     """What benchmarks and judge cards print about the CPU: its name, cores and bf16 flags."""
-    info = _cpuinfo().splitlines()
-    name = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), "unknown CPU")
-    flags = set(next((line.split(":", 1)[1].split() for line in info if line.startswith("flags")), []))
+    name = next((line.split(":", 1)[1].strip() for line in _cpuinfo() if line.startswith("model name")), "unknown CPU")
     return {"cpu": name, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "bf16_flags": sorted(flags & {"avx512_bf16", "amx_bf16", "amx_tile"}) or ["none"]}
+            "bf16_flags": sorted(_cpu_flags() & {"avx512_bf16", "amx_bf16", "amx_tile"}) or ["none"]}
 
 
 def pick_dtype(dtype: str, device: str) -> torch.dtype:
