@@ -46,8 +46,10 @@ def build_config(judge: Optional[str], model: Optional[str], adapter: Optional[s
                  backend: str, scheme: Optional[str], beta: Optional[float], tier_map: Optional[str],
                  min_tier: Optional[str], order: str, **extra) -> ServiceConfig:
     """Options left unset (None) come from the judge's card, else from the embedded defaults."""
-    from .models.judge import ZERO_SHOT, JudgeError, judge_settings, resolve_judge
+    from .models.judge import CARD, ZERO_SHOT, JudgeError, judge_settings, resolve_judge
 
+    if judge is None and adapter and (Path(adapter).parent / CARD).is_file():
+        judge, adapter = str(Path(adapter).parent), None  # a judge's adapter means nothing without its card's prompt
     # Naming a model or adapter without a judge means that model as it is, not the shipped judge.
     card_dir = resolve_judge(ZERO_SHOT if judge is None and (model or adapter) else judge)
     settings = judge_settings(card_dir, model) if card_dir else {"model": model or "default"}
@@ -70,7 +72,8 @@ _JUDGE_OPTIONS = [
                                    "--adapter is given)"),
     ("model", Optional[str], None, "base model: 'default' (SmolLM2-135M-Instruct from PyPI), a local HF dir, a .gguf "
                                    "file or a hub id (default: the judge's base, else 'default')"),
-    ("adapter", Optional[str], None, "LoRA adapter dir merged into the model at load (without a judge card)"),
+    ("adapter", Optional[str], None, "LoRA adapter dir merged into the model at load (the adapter/ of a judge dir "
+                                     "serves that judge, with its card)"),
     ("dtype", str, "auto", "auto | float32 | bfloat16 | float16"),
     ("device", str, "auto", "auto | cpu | cuda"),
     ("backend", str, "transformers", "transformers | vllm (GPU, optional extra)"),

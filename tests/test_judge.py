@@ -133,6 +133,14 @@ def test_a_malformed_card_is_a_one_line_error(run, tmp_path):
     assert result.returncode == 2 and "not a lref-judge/1 card" in result.stderr, result.stderr
 
 
+def test_a_judges_adapter_is_served_with_its_card(run):
+    """--adapter JUDGE/adapter must not serve the weights under the default prompt they never saw."""
+    judged = lref("score", "--judge", str(run / "judge"), "--dtype", "float32", "cordless drill", "garden hose")
+    adapter = lref("score", "--adapter", str(run / "judge/adapter"), "--dtype", "float32", "cordless drill", "garden hose")
+    assert judged.returncode == adapter.returncode == 0, judged.stderr + adapter.stderr
+    assert adapter.stdout == judged.stdout
+
+
 def test_zero_shot_keeps_the_bare_model(run, tiny_model_dir):
     judged = lref("score", "--judge", str(run / "judge"), "--dtype", "float32", "cordless drill", "garden hose")
     bare = lref("score", "--judge", "zero-shot", "--model", str(tiny_model_dir), "--dtype", "float32",
