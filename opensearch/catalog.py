@@ -18,14 +18,32 @@ class CatalogError(ValueError):
     pass
 
 
+INDEX_FORBIDDEN = set('\\/*?"<>| ,#:')
+MAX_ID_BYTES = 512  # OpenSearch's limit on a document _id
+
+
+def check_index_name(index: str) -> None:
+    """OpenSearch's index-name rules, plus no '.'-names: those are system and hidden indices
+    (ML Commons' .plugins-ml-config among them), never a place for products."""
+    if not index:
+        raise CatalogError("index name must not be empty")
+    if index.startswith("."):
+        raise CatalogError(f"index {index!r}: names starting with '.' are system or hidden indices; choose another")
+    if index[0] in "_-+" or index != index.lower() or set(index) & INDEX_FORBIDDEN or len(index.encode()) > 255:
+        raise CatalogError(f"index {index!r} is not a valid OpenSearch index name (lowercase, no leading _ - +, "
+                           f"none of {''.join(sorted(INDEX_FORBIDDEN))!r}, at most 255 bytes)")
+
+
 def read_catalog(path: Path) -> list[dict]:
     """Every line checked before anything is indexed, so a bad line never leaves half a catalog."""
     fields = set(definition("products_index.json")["mappings"]["properties"])
     products, seen = [], set()
     for number, product in jsonl_objects(path, CatalogError):
         pid = product.get("product_id")
-        if not isinstance(pid, (str, int)) or not str(pid).strip():
+        if not isinstance(pid, (str, int)) or isinstance(pid, bool) or not str(pid).strip():
             raise CatalogError(f"{path}:{number}: product_id is missing or empty")
+        if len(str(pid).encode()) > MAX_ID_BYTES:
+            raise CatalogError(f"{path}:{number}: product_id is longer than {MAX_ID_BYTES} bytes")
         if not isinstance(product.get("title"), str) or not product["title"].strip():
             raise CatalogError(f"{path}:{number}: title is missing or empty")
         unknown = sorted(set(product) - fields)
@@ -58,6 +76,7 @@ def _actions(index: str, products: list[dict]) -> Iterator[dict]:
 
 def load(client: OpenSearch, path: Path, index: str = DEFAULT_INDEX, recreate: bool = False,
          chunk_size: int = 2000) -> int:
+    check_index_name(index)
     products = read_catalog(path)
     ensure_index(client, index, recreate)
     done = 0

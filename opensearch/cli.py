@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Optional
 
@@ -11,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from reranker.console import fail
+from reranker.console import api_key_from, fail
 
 from . import artifacts
 from .java import JavaError
@@ -45,6 +44,11 @@ def up(
 
     from .node import start
 
+    for option, value in (("--port", port), ("--transport-port", transport_port)):
+        if not 0 < value < 65536:
+            fail(f"{option} must be a TCP port (1-65535), got {value}")
+    if not 0 < timeout < float("inf"):  # nan fails this too
+        fail(f"--timeout must be a positive number of seconds, got {timeout}")
     settings = _settings(port, transport_port, heap, version, state)
     try:
         health = start(settings, timeout_s=timeout, log=out.print)
@@ -112,12 +116,7 @@ def install(
     from lref_plugin.install import InstallError, InstallSpec
     from lref_plugin.install import install as run_install
 
-    api_key = os.environ.get("LREF_API_KEY") or None
-    try:
-        if api_key_file:
-            api_key = api_key_file.read_text().strip() or None
-    except OSError as exc:
-        fail(f"cannot read the API key file: {exc}")
+    api_key = api_key_from(api_key_file)
     spec = InstallSpec(
         opensearch_url=opensearch, reranker_url=reranker_url, api_key=api_key,
         connect_timeout_s=connect_timeout_s, read_timeout_s=read_timeout_s,

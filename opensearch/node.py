@@ -236,6 +236,9 @@ def up(settings: NodeSettings, timeout_s: float = 240, log=print) -> dict:
         return health
     if http_json(settings.url) is not None:
         raise NodeError(f"port {settings.http_port} already answers HTTP and is not a node started by lref")
+    for port in (settings.http_port, settings.transport_port):
+        if not port_free(port):
+            raise NodeError(f"port {port} on 127.0.0.1 is in use: choose another with --port / --transport-port")
     assemble(settings, log)
     settings.node_dir.mkdir(parents=True, exist_ok=True)
     # A pid file left by a node that died would read as "exited while starting" until the new JVM rewrites it.
@@ -253,9 +256,26 @@ def up(settings: NodeSettings, timeout_s: float = 240, log=print) -> dict:
     log(f"starting OpenSearch {settings.version} on {settings.url} (heap {settings.heap})")
     with open(settings.node_dir / "stdout.log", "ab") as out:
         done = subprocess.run(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=settings.node_dir)
-    if done.returncode != 0:
-        raise NodeError(f"OpenSearch did not start (exit {done.returncode}): {log_tail(settings)}")
-    return wait_healthy(settings, timeout_s)
+    try:
+        if done.returncode != 0:
+            raise NodeError(f"OpenSearch did not start (exit {done.returncode}): {log_tail(settings)}")
+        return wait_healthy(settings, timeout_s)
+    except BaseException:  # not healthy in time, or interrupted: never leave a JVM behind
+        down(settings, timeout_s=30)
+        raise
+
+
+def port_free(port: int) -> bool:
+    """Whether a server could listen on 127.0.0.1:port now (SO_REUSEADDR, as the JVM binds)."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def start(settings: NodeSettings, timeout_s: float = 240, log=print) -> dict:

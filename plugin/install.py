@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 from opensearchpy import OpenSearch
 from opensearchpy.exceptions import ConnectionError as OSConnectionError
-from opensearchpy.exceptions import TransportError
+from opensearchpy.exceptions import SerializationError, TransportError
 
 from reranker.core import TIERS, load_scheme
 
@@ -72,6 +72,14 @@ class InstallSpec:
 
 
 def connect(url: str) -> OpenSearch:
+    """A client for the OpenSearch node at `url`, which must answer as one."""
+    try:
+        parts = urlsplit(url)
+        usable = parts.scheme in ("http", "https") and bool(parts.hostname) and (parts.port is None or parts.port > 0)
+    except ValueError:  # a port that is not a number or out of range, a broken IPv6 literal
+        usable = False
+    if not usable:
+        raise InstallError(f"OpenSearch URL must look like http(s)://host:port, got {url!r}")
     client = OpenSearch(url, timeout=30)
     try:
         info = client.info()
@@ -79,6 +87,8 @@ def connect(url: str) -> OpenSearch:
         raise InstallError(f"cannot reach OpenSearch at {url} (is it up? `lref opensearch up`)") from exc
     except TransportError as exc:
         raise InstallError(f"{url} is not an OpenSearch node (HTTP {exc.status_code})") from exc
+    except SerializationError as exc:  # an HTTP server that does not answer JSON
+        raise InstallError(f"{url} is not an OpenSearch node (its answer is not JSON)") from exc
     if not isinstance(info, dict) or info.get("version", {}).get("distribution") != "opensearch":
         raise InstallError(f"{url} is not an OpenSearch node")
     return client

@@ -17,7 +17,7 @@ from rich.table import Table
 from .core import TIERS, SchemeError, TierPolicy, load_scheme, text_problem
 from .core.prompt import PromptError
 from .models.loading import ModelLoadError
-from .console import fail
+from .console import api_key_from, fail
 from .service.config import ServiceConfig
 from lref_opensearch.cli import opensearch_app
 from lref_opensearch.store.demo import demo
@@ -116,18 +116,27 @@ def serve(
     max_wait_ms: float = typer.Option(0.0, help="extra wait for others to join a batch (requests queued while the model is busy join anyway)"),
     company_wait_ms: float = typer.Option(10.0, help="wait for others to join a batch while requests come concurrently (never for a lone one)"),
     max_documents: int = typer.Option(1000, help="most documents one request may carry"),
+    request_timeout_s: float = typer.Option(10.0, help="seconds a client has to send a whole request (head and "
+                                                       "body) once connected or after a response; then it is closed"),
 ) -> None:
     """Start the reranker service (FastAPI)."""
-    import os
+    import math
 
     import uvicorn
 
     from .service.app import create_app
+    from .service.protocol import deadline_protocol
 
-    api_key = os.environ.get("LREF_API_KEY") or None
+    for option, value, least in (("--max-batch-pairs", max_batch_pairs, 1), ("--max-documents", max_documents, 1),
+                                 ("--max-wait-ms", max_wait_ms, 0), ("--company-wait-ms", company_wait_ms, 0)):
+        if not (value >= least and math.isfinite(value)):  # nan fails this too
+            fail(f"{option} must be a number >= {least}, got {value}")
+    if not (0 < request_timeout_s and math.isfinite(request_timeout_s)):
+        fail(f"--request-timeout-s must be a positive number of seconds, got {request_timeout_s}")
+    if not 0 < port < 65536:
+        fail(f"--port must be a TCP port (1-65535), got {port}")
+    api_key = api_key_from(api_key_file)
     try:
-        if api_key_file:
-            api_key = open(api_key_file).read().strip() or None
         config = build_config(
             **judge, host=host, port=port, api_key=api_key, max_batch_pairs=max_batch_pairs,
             max_wait_ms=max_wait_ms, company_wait_ms=company_wait_ms, max_documents=max_documents,
@@ -141,7 +150,8 @@ def serve(
         server.should_exit = True  # a server without a model must not pretend to be up
 
     application = create_app(config, on_load_failure=stop_serving)
-    server = uvicorn.Server(uvicorn.Config(application, host=host, port=port, log_level="info"))
+    server = uvicorn.Server(uvicorn.Config(application, host=host, port=port, log_level="info",
+                                           http=deadline_protocol(request_timeout_s), timeout_keep_alive=5))
     server.run()
     if application.state.lref.load_error:
         fail(f"model failed to load: {application.state.lref.load_error}")

@@ -129,6 +129,8 @@ def test_metrics_match_hand_computed_values():
     assert got["P@4"] == {"q1": pytest.approx(2 / 4), "q2": 0.0}
     assert got["R@4"]["q1"] == pytest.approx(2 / 3)
     assert got["nDCG@4"]["q1"] == pytest.approx(dcg / idcg)
+    # judged only: c is dropped, so the condensed list a b d ranks d third
+    assert got["nDCGj@4"]["q1"] == pytest.approx((3 + 0 + 2 / math.log2(4)) / idcg)
     assert got["MRR"]["q1"] == pytest.approx(1.0)
     assert got["Judged@4"]["q1"] == pytest.approx(3 / 4)
     assert got["IrrRate@4"]["q1"] == pytest.approx(1 / 4)
@@ -309,11 +311,19 @@ def test_bad_judgments_are_one_line_and_exit_2(tmp_path, name):
     (["--rel-level", "1"], "--rel-level must be 2, 3 or 4"),
     (["--grades", "0=Bad"], "--grades item '0=Bad'"),
     (["--pipeline", "baseline"], "--pipeline names must be distinct"),
+    (["--fail-under", "nDCG@3=nan"], "the threshold must be a finite number"),
+    (["--fail-over", "IrrRate@10=inf"], "the threshold must be a finite number"),
+    (["--timeout", "inf"], "--timeout must be a finite number"),
+    (["--timeout", "0.5"], "--timeout must be a finite number of seconds >= 1"),
+    (["--worst", "-1"], "--worst must be 0 or more"),
+    (["--out", "{tmp}/none.txt"], "is a file, not a folder"),
+    (["--api-key-file", "{tmp}/empty.key"], "holds no key"),
     ([], "cannot reach OpenSearch"),
 ])
 def test_bad_options_are_one_line_and_exit_2(tmp_path, args, message):
     judgments = write_jsonl(tmp_path / "j.jsonl", {"garden hose": {"d6": 4}})
     (tmp_path / "none.txt").write_text("never judged\n")
+    (tmp_path / "empty.key").write_text("\n")
     args = [a.replace("{tmp}", str(tmp_path)) for a in args]
     assert_refused(invoke(str(judgments), "--opensearch", f"http://127.0.0.1:{free_port()}", *args), message)
 

@@ -24,6 +24,10 @@ def lref(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
         (["score", "q", "t", "--model", "/no/such/model.gguf"], "GGUF file not found"),
         (["score", "q", "t", "--model", "not a model"], "neither"),
         (["serve", "--min-tier", "Best"], "min_tier"),
+        (["score", "q", "t", "--device", "tpu"], "unknown device 'tpu'"),
+        (["serve", "--max-documents", "-1"], "--max-documents must be a number >= 1"),
+        (["serve", "--company-wait-ms", "nan"], "--company-wait-ms must be a number >= 0"),
+        (["serve", "--port", "99999"], "--port must be a TCP port"),
     ],
 )
 def test_bad_cli_input_is_one_line_and_exit_2(args, fragment):
@@ -32,6 +36,23 @@ def test_bad_cli_input_is_one_line_and_exit_2(args, fragment):
     assert fragment in result.stderr
     assert "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("content, fragment", [
+    (b"", "holds no key"), (b"  \n\t\n", "holds no key"), ("cl\u00e9".encode(), "printable ASCII"),
+    (b"two words", "printable ASCII"), (b"\xff\xfe\x00", "not text"),
+])
+@pytest.mark.parametrize("command", [["serve"], ["opensearch", "install"]])
+def test_an_api_key_file_without_a_usable_key_is_refused(tmp_path, command, content, fragment):
+    """Never "no key, so no authentication": an LREF_API_KEY set beside it does not rescue it either."""
+    import os
+
+    key = tmp_path / "key"
+    key.write_bytes(content)
+    result = subprocess.run([sys.executable, "-m", "reranker.cli", *command, "--api-key-file", str(key)],
+                            capture_output=True, text=True, timeout=120, env={**os.environ, "LREF_API_KEY": "s3cret"})
+    assert result.returncode == 2 and fragment in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
 def test_score_with_a_tiny_model(tiny_model_dir):

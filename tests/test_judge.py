@@ -159,3 +159,35 @@ def test_committed_judges_have_readable_cards_and_small_adapters():
         weights = sum(f.stat().st_size for f in (path.parent / card.weights).iterdir())
         assert card.weights == "adapter" and weights <= 20 * 2**20, (path, weights)
         assert "Kaggle" in card.notes and card.metrics["rows"] > 0 and card.base_model == "default"
+
+
+@pytest.mark.slow
+def test_the_shipped_judge_is_the_default_and_grades_an_obvious_case():
+    """`lref serve/score/demo` with no judge option load the judge in models/ through the real
+    loading code (base from PyPI, card, adapter), and it grades the item searched for well above a
+    product from another department."""
+    import numpy as np
+
+    from reranker.backends import ScoreJob, build_backend
+    from reranker.cli import build_config
+    from reranker.models.judge import shipped_judge
+
+    config = build_config(judge=None, model=None, adapter=None, dtype="auto", device="cpu", backend="transformers",
+                          scheme=None, beta=None, tier_map=None, min_tier=None, order="expected")
+    from pathlib import Path
+
+    assert shipped_judge() is not None and Path(config.judge_dir) == shipped_judge()
+    backend = build_backend(config)
+    cases = {
+        "cordless drill": ["DEWALT 20-Volt MAX Lithium-Ion Cordless 1/2 in. Drill/Driver Kit",
+                           "Suncast 225 ft. Hose Reel with Hose Guide"],
+        "kitchen faucet": ["Moen Arbor Single-Handle Pull-Down Sprayer Kitchen Faucet in Stainless",
+                           "BEHR Premium Plus 1 gal. Flat Interior Paint"],
+        "ceiling fan": ["Hampton Bay Glendale 52 in. Indoor Ceiling Fan with Light Kit",
+                        "Vigoro 3 cu. ft. Brown Mulch"],
+    }
+    grades = np.array([lv.grade for lv in backend.prompt.scheme.levels])
+    probs = backend.label_probs([ScoreJob(query, titles) for query, titles in cases.items()])
+    for (query, titles), p in zip(cases.items(), probs):
+        expected = p.double().numpy() @ grades
+        assert expected[0] > expected[1] + 0.3, (query, expected)

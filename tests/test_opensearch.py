@@ -4,13 +4,15 @@ pipelines made by `lref opensearch install`, and our tier filter running inside 
 from __future__ import annotations
 
 import json
+import socket
 import time
+from pathlib import Path
 
 import httpx
 import pytest
 
 from conftest import Server, free_port, listening_addresses, metric
-from engine import DelayProxy, SearchLoad, ids, install, lref, load_titles
+from engine import DelayProxy, SearchLoad, TestNode, ids, install, lref, load_titles
 from engine import search as engine_search
 
 QUERY = "cordless drill"
@@ -204,6 +206,10 @@ def test_install_reports_an_unreachable_or_wrong_engine(engine_reranker):
     not_a_node = lref("opensearch", "install", "--opensearch", engine_reranker.url)
     assert not_a_node.returncode == 2 and "not an OpenSearch node" in not_a_node.stderr
     assert "Traceback" not in nothing.stderr + not_a_node.stderr
+    for url in ("ftp://127.0.0.1:9200", "not a url", "http://127.0.0.1:99999"):
+        for command in (["opensearch", "install"], ["opensearch", "load", "catalog.jsonl"]):
+            done = lref(*command, "--opensearch", url)
+            assert done.returncode == 2 and "OpenSearch URL must look like http(s)://host:port" in done.stderr, done.stderr
 
 
 def test_load_rejects_bad_catalog_before_indexing(opensearch_node, tmp_path):
@@ -212,6 +218,54 @@ def test_load_rejects_bad_catalog_before_indexing(opensearch_node, tmp_path):
     done = lref("opensearch", "load", str(bad), "--opensearch", opensearch_node.url, "--index", "never-made")
     assert done.returncode == 2 and "bad.jsonl:2: title is missing" in done.stderr
     assert httpx.head(f"{opensearch_node.url}/never-made").status_code == 404  # nothing half-loaded
+    good = tmp_path / "good.jsonl"
+    good.write_text('{"product_id": "a1", "title": "ok"}\n')
+    for index, message in ((".plugins-ml-config", "system or hidden"), ("", "must not be empty"),
+                           ("_bad", "not a valid OpenSearch index name"), ("Upper", "not a valid")):
+        done = lref("opensearch", "load", str(good), "--opensearch", opensearch_node.url, "--index", index)
+        assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert httpx.get(f"{opensearch_node.url}/.plugins-ml-config/_doc/a1").status_code == 404
+    long_id = tmp_path / "long.jsonl"
+    long_id.write_text(json.dumps({"product_id": "x" * 1000, "title": "ok"}) + "\n")
+    done = lref("opensearch", "load", str(long_id), "--opensearch", opensearch_node.url, "--index", "never-made")
+    assert done.returncode == 2 and "longer than 512 bytes" in done.stderr
+
+
+def java_pids_under(state) -> list[str]:
+    """Processes whose command line names the node's state dir (the JVM gets `-p STATE/opensearch.pid`)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if str(state) in cmdline.read_bytes().decode(errors="replace"):
+                found.append(cmdline.parent.name)
+        except OSError:
+            continue
+    return found
+
+
+def test_a_failed_up_leaves_no_jvm_and_a_busy_port_starts_nothing(opensearch_node):
+    """`up` that cannot get healthy in time stops the JVM it started; a port in use is refused
+    before anything is assembled or started."""
+    node = TestNode(free_port(), free_port())
+    try:
+        node.state.mkdir(parents=True, exist_ok=True)
+        late = lref("opensearch", "up", "--port", str(node.port), "--transport-port", str(node.transport_port),
+                    "--heap", "1g", "--state", str(node.state), "--timeout", "1")
+        assert late.returncode == 2 and "not healthy after 1s" in late.stderr, late.stderr
+        assert not (node.state / "opensearch.pid").exists() and java_pids_under(node.state) == []
+        with socket.socket() as busy:
+            busy.bind(("127.0.0.1", 0))
+            busy.listen()
+            taken = busy.getsockname()[1]
+            refused = lref("opensearch", "up", "--port", str(node.port), "--transport-port", str(taken),
+                           "--state", str(node.state))
+        assert refused.returncode == 2 and f"port {taken} on 127.0.0.1 is in use" in refused.stderr
+        assert "starting OpenSearch" not in refused.stdout and java_pids_under(node.state) == []
+        for bad, message in ((["--timeout", "nan"], "--timeout must be a positive"), (["--port", "99999"], "TCP port")):
+            wrong = lref("opensearch", "up", "--state", str(node.state), *bad)
+            assert wrong.returncode == 2 and message in wrong.stderr and "Traceback" not in wrong.stderr
+    finally:
+        node.down()
 
 
 UNAUTHORIZED = 'lref_requests_total{endpoint="/v1/rerank",status="401"}'

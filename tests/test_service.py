@@ -202,3 +202,46 @@ def test_batches_wait_for_company_only_while_traffic_is_concurrent(tiny_model_di
 
     assert asyncio.run(scenario(company_wait_ms=2000)) == [2, 2, 1, 1, 1, 1]
     assert asyncio.run(scenario(company_wait_ms=0)) == [2, 1, 1, 1, 1, 1, 1]
+
+
+def test_a_client_that_stalls_sending_its_request_is_cut_off(tiny_model_dir):
+    """Idle after connecting, a request head dripped byte by byte, or a body stopped at 9 of 100
+    bytes: the connection closes at --request-timeout-s; a slow model answer is not cut off."""
+    import socket
+
+    srv = Server(["--model", str(tiny_model_dir), "--request-timeout-s", "1.5"])
+    try:
+        srv.wait_ready()
+
+        def closed_within(send, seconds: float) -> float:
+            with socket.create_connection(("127.0.0.1", srv.port), timeout=seconds + 5) as conn:
+                started = time.monotonic()
+                try:
+                    send(conn)
+                    while conn.recv(4096):  # read until the server closes
+                        pass
+                except (BrokenPipeError, ConnectionResetError):  # closed while we were still sending
+                    pass
+                return time.monotonic() - started
+
+        assert closed_within(lambda c: None, 1.5) < 4
+
+        def drip(conn):
+            for byte in b"POST /v1/rerank HTTP/1.1\r\nHost: x\r\n":
+                conn.send(bytes([byte]))
+                time.sleep(0.1)  # past the deadline before the head is done
+
+        assert closed_within(drip, 1.5) < 6
+        head = b"POST /v1/rerank HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+        assert closed_within(lambda c: c.send(head + b'{"query":'), 1.5) < 4
+        # A whole request is answered, and the connection then serves the next one.
+        with httpx.Client(base_url=srv.url) as client:
+            for _ in range(2):
+                got = client.post("/v1/rerank", json={"query": "drill", "documents": ["cordless drill"]})
+                assert got.status_code == 200
+                time.sleep(0.5)
+    finally:
+        srv.stop()
+    bad = Server(["--model", str(tiny_model_dir), "--request-timeout-s", "nan"])
+    assert bad.proc.wait(timeout=60) == 2 and "--request-timeout-s must be a positive" in bad.output()
+    bad.stop()

@@ -165,6 +165,73 @@ def test_completion_loss_equals_the_models_own_loss_on_the_completion(tiny_model
     assert model.lm_head.weight.grad.abs().sum() > 0
 
 
+def test_rule_rationales_cite_the_evidence_raters_use():
+    """Type, kit, accessory, brand and attribute facts, as the Home Depot guidelines weigh them."""
+    from training.cot import PairFacts, rule_steps
+
+    def steps(query, title):
+        return " ".join(rule_steps(PairFacts.of(query, title)))
+
+    kit = steps("cordless drill", "DEWALT 20-Volt MAX Cordless Drill/Driver Kit")
+    assert "is of that type" in kit and "kit or set that includes the drill" in kit and "DEWALT" in kit
+    assert "not the fan itself" in steps("ceiling fan", "Westinghouse Light Kit for Ceiling Fan")
+    assert "a cover used with a seat" in steps("toilet seat", "Kohler Toilet Seat Cover")
+    assert "accessory" not in steps("garden hose", "Rain Bird 50 ft. Garden Hose")  # asked for: not an accessory
+    assert "all asked attributes are present" in steps("1/2 in drill", "DEWALT 1/2 in. Drill")
+    assert "does not show that type" in steps("kitchen faucet", "BEHR Premium Plus 1 gal. Paint")
+
+
+def test_beta_by_relevant_loss_drops_the_most_bad_rows_within_the_cap():
+    from training.config import EvalConfig
+    from training.evaluate import pick_beta
+
+    sweep = [{"beta": 0.1, "bad_recall": 0.2, "bad_precision": 0.6, "bad_f1": 0.3, "relevant_loss": 0.005},
+             {"beta": 0.3, "bad_recall": 0.4, "bad_precision": 0.5, "bad_f1": 0.44, "relevant_loss": 0.018},
+             {"beta": 0.5, "bad_recall": 0.7, "bad_precision": 0.4, "bad_f1": 0.51, "relevant_loss": 0.09}]
+    assert pick_beta(sweep, EvalConfig())["beta"] == 0.5  # bad_f1
+    assert pick_beta(sweep, EvalConfig(pick_beta_by="relevant_loss"))["beta"] == 0.3
+    assert pick_beta(sweep, EvalConfig(pick_beta_by="relevant_loss", max_relevant_loss=0.001))["beta"] == 0.1  # none fits: least loss
+
+
+def test_label_loss_is_the_cross_entropy_of_the_served_label_distribution(tiny_model_dir):
+    """label_loss labels/rating: the answer position's term is CE(target, softmax over the label
+    tokens) — the distribution serving reads — and the rest of the completion keeps vocab CE."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from reranker.core import PromptSpec, load_scheme
+    from training.rows import sft_row
+    from training.sft import completion_loss, label_targets
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    scheme = load_scheme()
+    prompt = PromptSpec(instruction="compact").build(AutoTokenizer.from_pretrained(tiny_model_dir), scheme)
+    rows = [{"query": "cordless drill", "product": "drill battery pack", "label": "Related", "rating": 2.33},
+            {"query": "garden hose", "product": "garden hose 50 ft", "label": "Excellent", "rating": 3.0},
+            {"query": "garden hose", "product": "hose reel", "label": "Related", "rating": 2.67}]
+    soft = label_targets(rows, scheme.names, "rating", sigma=0.3)
+    assert soft[0][scheme.names.index("Related")] == max(soft[0]) and abs(sum(soft[0]) - 1) < 1e-9
+    assert soft[0] != soft[2]  # same level, different ratings: different targets
+    assert label_targets(rows, scheme.names, "labels", 0.3)[1] == [float(n == "Excellent") for n in scheme.names]
+    built = [sft_row(prompt, r["query"], r["product"], r["label"]) for r in rows]
+    width = max(len(r["input_ids"]) for r in built)
+    pad = lambda xs, v: xs + [v] * (width - len(xs))  # noqa: E731
+    ids = torch.tensor([pad(r["input_ids"], 0) for r in built])
+    mask = torch.tensor([pad([1] * len(r["input_ids"]), 0) for r in built])
+    labels = torch.tensor([pad([t if m else -100 for t, m in zip(r["input_ids"], r["completion_mask"])], -100) for r in built])
+    inputs = {"input_ids": ids, "attention_mask": mask, "labels": labels, "target": torch.tensor(soft)}
+    ours = completion_loss(model, inputs, label_ids=prompt.label_token_ids)
+    logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
+    expected, count = 0.0, 0
+    for row, r in enumerate(built):
+        answer = r["prompt_len"] - 1  # the position that predicts the label token
+        expected -= (torch.tensor(soft[row]) * logits[row, answer, prompt.label_token_ids].log_softmax(-1)).sum()
+        rest = torch.arange(answer + 1, len(r["input_ids"]) - 1)
+        expected += torch.nn.functional.cross_entropy(logits[row, rest], ids[row, rest + 1], reduction="sum")
+        count += len(r["input_ids"]) - r["prompt_len"]
+    torch.testing.assert_close(ours, expected / count)
+
+
 def test_a_second_run_resumes_and_skips_finished_stages(trained):
     again = lref("train", "--config", str(trained / "train.yaml"))
     assert again.returncode == 0
@@ -189,6 +256,14 @@ def test_exported_judge_serves_through_the_reranker(trained):
         ({"data": {"train": "judgments.jsonl", "grade_map": {"5": "Perfect"}}}, "data.grade_map"),
         ({"sft": {"epochs": 1, "lora": {"rank": 4}}}, "unknown key(s) rank"),
         ({"cot": {"generator": "teacher"}}, "cot.teacher: base_url and model are required"),
+        ({"sft": {"label_loss": "mse"}}, "sft.label_loss must be one of token, labels, rating"),
+        ({"seed": "abc"}, ".seed: expected a whole number, got 'abc'"),
+        ({"model": "/nonexistent/model"}, "model: model '/nonexistent/model' is neither"),
+        ({"run_dir": None}, ".run_dir: expected text, got None"),
+        ({"sft": {"epochs": 1, "lora": {"target_modules": [1]}}}, "sft.lora.target_modules: expected text or a list"),
+        ({"eval": {"betas": 0.5}}, "eval.betas: expected a list, each a number, got 0.5"),
+        ({"select": {"enabled": "no"}}, "select.enabled: expected true/false"),
+        ({"sft": {"label_loss": "rating"}}, "sft.label_loss: rating needs data.rating_field"),
     ],
 )
 def test_bad_config_is_refused_before_training(trained, tmp_path, change, message):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import types
+import typing
 from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -12,6 +14,7 @@ from reranker.core import PromptSpec
 
 # Stages in the order `lref train` runs them.
 STAGES = ("data", "select", "cot", "sft", "dpo_debias", "dpo_passn", "grpo", "eval", "export")
+LABEL_LOSSES = ("token", "labels", "rating")
 TRAINED = ("sft", "dpo_debias", "dpo_passn", "grpo")  # stages that write a model, in order
 
 
@@ -94,6 +97,13 @@ class SftConfig:
     # auto: bf16 on a GPU or a CPU with AVX512-BF16/AMX (the LoRA weights stay fp32), else fp32
     dtype: str = "auto"
     group_by_length: bool = True  # batches of similar length: little padding
+    # The loss at the answer position. token: cross-entropy over the whole vocabulary (plain SFT).
+    # labels: over the scheme's label tokens only, the distribution serving scores. rating: as
+    # labels, toward a soft target from the raters' mean (data.rating_field), so rows rated 2.33
+    # and 2.67 share a level but not a target: p(level) ~ exp(-(rating - centre)^2 / 2 sigma^2),
+    # a level's centre being the mean rating of its training rows.
+    label_loss: str = "token"
+    rating_sigma: float = 0.3
 
 
 @dataclass
@@ -133,7 +143,10 @@ class GrpoConfig(PolicyStageConfig):
 @dataclass
 class EvalConfig:
     betas: list[float] = field(default_factory=lambda: [round(0.1 * i, 1) for i in range(1, 10)])
-    pick_beta_by: str = "bad_f1"  # the β kept for serving maximises the Bad tier's F1 on eval
+    # bad_f1: the β kept for serving maximises the Bad tier's F1 on eval; relevant_loss: it drops the
+    # most Bad rows among the βs that drop at most max_relevant_loss of the Good-tier (relevant) rows
+    pick_beta_by: str = "bad_f1"
+    max_relevant_loss: float = 0.02
     each_stage: bool = False  # also judge the base model and every trained stage's model (ablations)
     # float32: exact (serving in fp32 reproduces eval's probabilities); auto: the dtype serving picks here
     dtype: str = "float32"
@@ -176,22 +189,75 @@ class TrainConfig:
         return self.path(self.run_dir)
 
 
+def _conforms(value: Any, hint: Any) -> bool:
+    """Whether a YAML value fits a field's annotation (the few shapes these configs use)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_conforms(value, arg) for arg in args)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if origin in (list, tuple):  # YAML has lists only: a list stands for a tuple field too
+        return isinstance(value, list) and all(_conforms(v, args[0]) for v in value)
+    if origin is dict:  # YAML reads `5: Perfect` with an int key: scalars stand for text here
+        scalar = lambda x: isinstance(x, (str, int, float)) and not isinstance(x, bool)  # noqa: E731
+        return isinstance(value, dict) and all(scalar(k) and scalar(v) for k, v in value.items())
+    return isinstance(value, hint)
+
+
+def _describe(hint: Any) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in args)
+    if origin in (list, tuple):
+        return f"a list, each {_describe(args[0])}"
+    if origin is dict:
+        return "a mapping of text to text"
+    names = {bool: "true/false", int: "a whole number", float: "a number", str: "text", type(None): "null"}
+    return names.get(hint, getattr(hint, "__name__", str(hint)))
+
+
 def _build(cls, raw: Any, where: str):
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: expected a mapping, got {type(raw).__name__}")
     known = {f.name: f for f in fields(cls) if f.name not in ("base_dir", "config_file", "config_text")}
     unknown = sorted(set(raw) - set(known))
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(map(str, unknown))} (known: {', '.join(sorted(known))})")
+    hints = typing.get_type_hints(cls)
     values = {}
     for name, value in raw.items():
         default = known[name].default_factory() if callable(known[name].default_factory) else known[name].default
-        values[name] = _build(type(default), value, f"{where}.{name}") if is_dataclass(default) else value
+        if is_dataclass(default):
+            values[name] = _build(type(default), value, f"{where}.{name}")
+            continue
+        if not _conforms(value, hints[name]):
+            shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+            raise ConfigError(f"{where}.{name}: expected {_describe(hints[name])}, got {shown}")
+        if hints[name] is float:
+            value = float(value)
+        elif typing.get_origin(hints[name]) is dict:
+            value = {str(k): str(v) for k, v in value.items()}
+        values[name] = value
     return cls(**values)
 
 
 def validate(config: TrainConfig) -> TrainConfig:
     from reranker.core import SchemeError, load_scheme
+    from reranker.models.loading import ModelLoadError, check_model_spec, pick_device
+
+    for key, check in (("model", lambda: check_model_spec(config.model)), ("device", lambda: pick_device(config.device))):
+        try:
+            check()
+        except ModelLoadError as exc:
+            raise ConfigError(f"{key}: {exc}") from exc
 
     try:
         scheme = load_scheme(config.scheme)
@@ -230,6 +296,18 @@ def validate(config: TrainConfig) -> TrainConfig:
     for name, value in (("sft.dtype", config.sft.dtype), ("eval.dtype", config.eval.dtype)):
         if value not in ("auto", "float32", "bfloat16"):
             raise ConfigError(f"{name} must be auto, float32 or bfloat16, got {value!r}")
+    if config.eval.pick_beta_by not in ("bad_f1", "relevant_loss"):
+        raise ConfigError(f"eval.pick_beta_by must be bad_f1 or relevant_loss, got {config.eval.pick_beta_by!r}")
+    if isinstance(config.eval.max_relevant_loss, bool) or not isinstance(config.eval.max_relevant_loss, (int, float)) \
+            or not 0 <= config.eval.max_relevant_loss <= 1:
+        raise ConfigError("eval.max_relevant_loss must be a number from 0 to 1")
+    if config.sft.label_loss not in LABEL_LOSSES:
+        raise ConfigError(f"sft.label_loss must be one of {', '.join(LABEL_LOSSES)}, got {config.sft.label_loss!r}")
+    if config.sft.label_loss == "rating" and not config.data.rating_field:
+        raise ConfigError("sft.label_loss: rating needs data.rating_field (the column with the raters' mean)")
+    if isinstance(config.sft.rating_sigma, bool) or not isinstance(config.sft.rating_sigma, (int, float)) \
+            or not 0 < config.sft.rating_sigma < float("inf"):
+        raise ConfigError("sft.rating_sigma must be a positive number")
     if config.sft.rows_per_class is not None and (not isinstance(config.sft.rows_per_class, int) or config.sft.rows_per_class < 1):
         raise ConfigError("sft.rows_per_class must be a positive whole number")
     spec = config.prompt
@@ -251,9 +329,11 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Tr
         raw = yaml.safe_load(text) or {}
     except OSError as exc:
         raise ConfigError(f"cannot read config {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a text (UTF-8) file") from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
-    if overrides:
+    if overrides and isinstance(raw, dict):
         raw.update(overrides)
     config = _build(TrainConfig, raw, path.name)
     config.base_dir = path.resolve().parent

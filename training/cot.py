@@ -22,9 +22,16 @@ from reranker.core import LabelScheme, Level, product_text
 from .config import CotConfig, TeacherConfig
 
 WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9./-]*")
+WORD_PAIR = re.compile(r"(?<=[A-Za-z])/(?=[A-Za-z])")  # splits Drill/Driver, keeps 1/2
 MODEL = re.compile(r"^(?=.*\d)(?=.*[a-z])[a-z0-9-]{4,}$")
 ATTRIBUTE = re.compile(r"^\d+(\.\d+)?(/\d+)?(v|ft|in|gal|lb|oz|mm|cm|w|amp|pc|piece|volt|inch)?$")
 DEFAULT_RULES = Path(__file__).with_name("rules.md")
+# Words that make a product something used with the searched item rather than the item itself
+# (raters' guideline: tools, accessories, extra parts, covers and cases are Irrelevant).
+ACCESSORY = {"accessory", "accessories", "adapter", "attachment", "bag", "blade", "bracket", "cap", "case", "charger",
+             "cover", "filter", "holder", "holster", "hose", "kit", "knob", "mount", "part", "parts", "refill",
+             "replacement", "sleeve", "stand", "strap", "trim"}
+KIT = {"kit", "combo", "set", "system", "bundle"}
 
 
 class CotError(RuntimeError):
@@ -47,29 +54,44 @@ class PairFacts:
     models_missing: list[str]
     attributes: list[str]
     attributes_missing: list[str]
+    accessory: str | None = None  # the title's accessory word when the product is for, not of, the type
+    kit: bool = False  # a kit or set whose title names the searched type: it contains the item
 
     @classmethod
     def of(cls, query: str, product) -> "PairFacts":
         title = product_text(product).removeprefix("Title: ")
         q = [w.lower() for w in WORD.findall(query)]
-        t_words = [w for w in WORD.findall(title)]
+        t_words = [part for w in WORD.findall(title) for part in WORD_PAIR.split(w)]  # "Drill/Driver": two words
         t = {_stem(w.lower()) for w in t_words}
         models = [w for w in q if MODEL.match(w)]
         attributes = [w for w in q if ATTRIBUTE.match(w) and w not in models]
         nouns = [w for w in q if w not in models and w not in attributes]
         query_type = nouns[-1] if nouns else (q[-1] if q else "")
         brand = t_words[0] if t_words and t_words[0][:1].isupper() else None
+        type_match = _stem(query_type) in t
+        lowered = [w.lower() for w in t_words]
+        # "... for <type>" or an accessory word the query did not ask for: a part of, not the item
+        accessory = next((w for w in lowered if w in ACCESSORY - {"kit"} and _stem(w) not in {_stem(x) for x in q}), None)
+        after_for = lowered[lowered.index("for") + 1:] if "for" in lowered else []
+        if not accessory and type_match and _stem(query_type) in {_stem(w) for w in after_for}:
+            accessory = "part"
+        kit = type_match and bool(KIT & set(lowered)) and not accessory
         return cls(
-            query_type=query_type, type_match=_stem(query_type) in t,
+            query_type=query_type, type_match=type_match,
             brand=brand, brand_in_query=bool(brand and brand.lower() in q),
             models=models, models_missing=[m for m in models if _stem(m) not in t],
             attributes=attributes, attributes_missing=[a for a in attributes if _stem(a) not in t],
+            accessory=accessory if type_match else None, kit=kit,
         )
 
 
 def rule_steps(f: PairFacts) -> list[str]:
     steps = [f"Type: the query asks for '{f.query_type}'; the product "
              + ("is of that type." if f.type_match else "does not show that type.")]
+    if f.accessory:
+        steps.append(f"Item or accessory: the title names a {f.accessory} used with a {f.query_type}, not the {f.query_type} itself.")
+    elif f.kit:
+        steps.append(f"Kit: the product is a kit or set that includes the {f.query_type}.")
     if f.brand:
         steps.append(f"Brand: the product is {f.brand}" + ("; the query names it." if f.brand_in_query else "; the query names no brand of its own." ))
     if f.models:

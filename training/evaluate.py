@@ -3,7 +3,8 @@
 Accuracy, macro-F1, per-class P/R/F1, the confusion matrix, calibration (top-label ECE), the
 share of errors that over-grade (the optimistic bias LREF's DPO removes), and for a sweep of
 CumPT β the Bad tier's precision/recall (Bad = what the pipeline drops). The β with the best Bad
-F1 is reported as the one to serve with."""
+F1 (pick_beta_by: bad_f1), or the one that drops the most Bad rows while losing at most
+max_relevant_loss of the Good-tier ones (pick_beta_by: relevant_loss), is the one to serve with."""
 
 from __future__ import annotations
 
@@ -47,6 +48,16 @@ def expected_calibration_error(probs: np.ndarray, gold: np.ndarray, bins: int = 
     return float(ece)
 
 
+def pick_beta(sweep: list[dict], cfg: EvalConfig) -> dict:
+    """The sweep row to serve with (see the module doc); ties go to the β nearest 0.5."""
+    if cfg.pick_beta_by == "relevant_loss":
+        allowed = [s for s in sweep if s["relevant_loss"] <= cfg.max_relevant_loss]
+        if allowed:
+            return max(allowed, key=lambda s: (s["bad_recall"], s["bad_precision"], -abs(s["beta"] - 0.5)))
+        return min(sweep, key=lambda s: (s["relevant_loss"], -s["bad_recall"]))
+    return max(sweep, key=lambda s: (s["bad_f1"], -abs(s["beta"] - 0.5)))
+
+
 def metrics(probs: np.ndarray, rows: list[dict], scheme: LabelScheme, cfg: EvalConfig) -> dict:
     names = scheme.names
     gold = np.array([names.index(r["label"]) for r in rows])
@@ -57,6 +68,7 @@ def metrics(probs: np.ndarray, rows: list[dict], scheme: LabelScheme, cfg: EvalC
     optimistic = int((errors & (predicted < gold)).sum())
     default_tier = TierPolicy()
     bad_gold = np.array([default_tier.tier_of(scheme.levels[g]) == "Bad" for g in gold])
+    good_gold = np.array([default_tier.tier_of(scheme.levels[g]) == "Good" for g in gold])
     sweep = []
     for beta in cfg.betas:
         levels = [cumpt_index(row, beta) for row in probs]
@@ -66,8 +78,9 @@ def metrics(probs: np.ndarray, rows: list[dict], scheme: LabelScheme, cfg: EvalC
         recall = tp / bad_gold.sum() if bad_gold.sum() else 0.0
         f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
         sweep.append({"beta": beta, "bad_precision": round(precision, 4), "bad_recall": round(recall, 4),
-                      "bad_f1": round(f1, 4), "dropped_share": round(float(bad_pred.mean()), 4)})
-    best = max(sweep, key=lambda s: (s["bad_f1"], -abs(s["beta"] - 0.5)))
+                      "bad_f1": round(f1, 4), "dropped_share": round(float(bad_pred.mean()), 4),
+                      "relevant_loss": round(float(bad_pred[good_gold].mean()), 4) if good_gold.any() else 0.0})
+    best = pick_beta(sweep, cfg)
     grades = np.array([lv.grade for lv in scheme.levels])
     human = np.array([r.get("rating", scheme.levels[g].grade) for r, g in zip(rows, gold)])
     return {

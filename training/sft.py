@@ -5,6 +5,7 @@ killed run resumes inside the phase it was in and skips the phases already finis
 from __future__ import annotations
 
 import json
+import math
 import random
 from pathlib import Path
 
@@ -45,39 +46,98 @@ def balanced(rows: list[dict], seed: int, per_class: int | None = None) -> list[
     return out
 
 
-def _dataset(rows: list[dict], prompt: PromptFormat, max_length: int):
+def label_targets(rows: list[dict], names: list[str], loss: str, sigma: float) -> list[list[float]] | None:
+    """Each row's target distribution over the scheme's labels (scheme order) for label_loss
+    'labels' (one-hot) and 'rating' (soft, from the raters' mean); None for 'token'."""
+    if loss == "token":
+        return None
+    centres = {}
+    if loss == "rating":
+        for name in names:
+            ratings = [r["rating"] for r in rows if r["label"] == name and "rating" in r]
+            if ratings:
+                centres[name] = sum(ratings) / len(ratings)
+    out = []
+    for r in rows:
+        if "rating" in r and centres:
+            weights = [math.exp(-(r["rating"] - centres[n]) ** 2 / (2 * sigma ** 2)) if n in centres else 0.0 for n in names]
+        else:  # 'labels', or a row without a rating
+            weights = [float(n == r["label"]) for n in names]
+        total = sum(weights)
+        out.append([w / total for w in weights])
+    return out
+
+
+def _dataset(rows: list[dict], prompt: PromptFormat, max_length: int, targets: list[list[float]] | None = None):
     from datasets import Dataset
 
     items = []
-    for r in rows:
+    for i, r in enumerate(rows):
         row = sft_row(prompt, r["query"], r["product"], r["label"], r.get("reasoning"))
         if len(row["input_ids"]) > max_length:  # keep the answer: cut the rationale, never the prompt
             cut = max(row["prompt_len"] + 2, max_length)
             row["input_ids"], row["completion_mask"] = row["input_ids"][:cut], row["completion_mask"][:cut]
-        items.append({"input_ids": row["input_ids"], "completion_mask": row["completion_mask"]})
+        items.append({"input_ids": row["input_ids"], "completion_mask": row["completion_mask"]}
+                     | ({"target": targets[i]} if targets else {}))
     return Dataset.from_list(items)
 
 
-def completion_loss(model, inputs: dict, num_items: int | torch.Tensor | None = None) -> torch.Tensor:
+def completion_loss(model, inputs: dict, num_items: int | torch.Tensor | None = None,
+                    label_ids: list[int] | None = None) -> torch.Tensor:
     """Mean cross-entropy over the completion tokens, with the LM head run on those positions only.
     (TRL's fused head scores every position where Triton is missing, CPUs included: for an
-    answer-first label that is ~40x the head work and most of a CPU step.)"""
+    answer-first label that is ~40x the head work and most of a CPU step.) With `inputs["target"]`
+    (label_loss labels/rating), the answer position's term is the cross-entropy between that
+    target and the softmax over `label_ids` alone, which is what serving reads."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model  # LoRA layers live in it
     kwargs = {k: inputs[k] for k in ("attention_mask", "position_ids") if k in inputs}
     hidden = base.get_decoder()(input_ids=inputs["input_ids"], use_cache=False, **kwargs).last_hidden_state
     targets = inputs["labels"][:, 1:]
     scored = targets != -100
-    logits = base.get_output_embeddings()(hidden[:, :-1][scored]).float()
-    total = torch.nn.functional.cross_entropy(logits, targets[scored], reduction="sum")
-    return total / torch.as_tensor(num_items if num_items is not None else scored.sum()).clamp(min=1)
+    count = torch.as_tensor(num_items if num_items is not None else scored.sum()).clamp(min=1)
+    if "target" in inputs:
+        answer = torch.zeros_like(scored)  # the first completion position of each row holds the label
+        answer[torch.arange(len(scored)), scored.int().argmax(dim=1)] = True
+        answer &= scored
+        label_logits = base.get_output_embeddings()(hidden[:, :-1][answer]).float()[:, label_ids]
+        total = -(inputs["target"][answer.any(dim=1)].float() * label_logits.log_softmax(-1)).sum()
+        scored = scored & ~answer
+    else:
+        total = torch.zeros((), device=hidden.device)
+    if scored.any():
+        logits = base.get_output_embeddings()(hidden[:, :-1][scored]).float()
+        total = total + torch.nn.functional.cross_entropy(logits, targets[scored], reduction="sum")
+    return total / count
 
 
-def _trainer_class():
+class _WithTargets:
+    """TRL's collator, plus the rows' label targets as one tensor (TRL's ignores extra columns)."""
+
+    def __init__(self, collate) -> None:
+        self.collate = collate
+
+    def __call__(self, examples: list[dict]) -> dict:
+        batch = self.collate(examples)
+        if "target" in examples[0]:
+            batch["target"] = torch.tensor([e["target"] for e in examples])
+        return batch
+
+
+def _trainer_class(label_ids: list[int]):
     from trl import SFTTrainer
 
     class CompletionSFTTrainer(SFTTrainer):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            self.data_collator = _WithTargets(self.data_collator)
+
+        def _set_signature_columns_if_needed(self):
+            super()._set_signature_columns_if_needed()
+            if "target" not in self._signature_columns:
+                self._signature_columns = [*self._signature_columns, "target"]
+
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            loss = completion_loss(model, inputs, num_items_in_batch)
+            loss = completion_loss(model, inputs, num_items_in_batch, label_ids)
             return (loss, None) if return_outputs else loss
 
     return CompletionSFTTrainer
@@ -134,7 +194,9 @@ def train(base: str, rows: list[dict], prompt: PromptFormat, cfg: SftConfig, out
             lr_scheduler_type="cosine", warmup_steps=0.05,  # a float below 1 is a ratio
             train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
         )
-        trainer = _trainer_class()(model=model, args=args, train_dataset=_dataset(phase_rows, prompt, cfg.max_length),
+        targets = label_targets(phase_rows, prompt.scheme.names, cfg.label_loss, cfg.rating_sigma)
+        trainer = _trainer_class(prompt.label_token_ids)(
+                             model=model, args=args, train_dataset=_dataset(phase_rows, prompt, cfg.max_length, targets),
                              processing_class=prompt.tokenizer,
                              peft_config=lora if lora and not isinstance(model, PeftModel) else None)
         result = trainer.train(resume_from_checkpoint=last_checkpoint(phase_dir))

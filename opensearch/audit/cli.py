@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from reranker.console import fail
+from reranker.console import api_key_from, fail
 
 from . import AuditError
 from .levels import DEFAULT_GRADES, LEVEL_NAMES
@@ -21,9 +21,17 @@ from .levels import DEFAULT_GRADES, LEVEL_NAMES
 out = Console()
 
 
-def _check_numbers(size: int, k: int, rel_level: int, pipelines: list[str]) -> None:
+def _check_numbers(size: int, k: int, rel_level: int, pipelines: list[str], timeout: float, worst: int,
+                   out_dir: Path) -> None:
+    """Everything checkable before a single search runs."""
     from .search import BASELINE
 
+    if not 1 <= timeout < float("inf"):  # nan and inf fail this too
+        raise AuditError(f"--timeout must be a finite number of seconds >= 1, got {timeout}")
+    if worst < 0:
+        raise AuditError(f"--worst must be 0 or more, got {worst}")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise AuditError(f"--out {out_dir} is a file, not a folder for the report")
     if k < 1 or size < k:
         raise AuditError(f"need 1 <= k <= size, got k={k}, size={size}")
     if rel_level not in LEVEL_NAMES or rel_level == min(LEVEL_NAMES):
@@ -72,12 +80,12 @@ def audit(
     template: Optional[Path] = typer.Option(None, help="JSON search body with \"{{query}}\" strings (default: match on --field)"),
     size: int = typer.Option(20, help="hits retrieved (and reranked) per search"),
     k: int = typer.Option(10, help="metric cut-off"),
-    timeout: float = typer.Option(120, min=1, help="seconds one search may take (keep it above the connector's read timeout)"),
+    timeout: float = typer.Option(120, help="seconds one search may take (keep it above the connector's read timeout)"),
     rel_level: int = typer.Option(3, help="lowest level counted relevant for P, R, MRR (3 = Related)"),
     worst: int = typer.Option(10, help="rows in the worst-queries table"),
     judge: bool = typer.Option(False, "--judge", help="label unjudged hits with the LLM (kept apart, marked)"),
     reranker_url: str = typer.Option("http://127.0.0.1:8000", help="the reranker whose /v1/classify --judge uses"),
-    api_key_file: Optional[Path] = typer.Option(None, help="file holding the reranker's API key, for --judge"),
+    api_key_file: Optional[Path] = typer.Option(None, help="file holding the reranker's API key, for --judge (or env LREF_API_KEY)"),
     out_dir: Path = typer.Option(Path("audit-report"), "--out", help="folder for audit.json, audit.html, plots/"),
     fail_under: Optional[list[str]] = typer.Option(None, help="[RUN:]METRIC=VALUE: exit 1 when below (repeatable)"),
     fail_over: Optional[list[str]] = typer.Option(None, help="[RUN:]METRIC=VALUE: exit 1 when above (repeatable)"),
@@ -91,14 +99,14 @@ def audit(
 
     started = time.monotonic()
     try:
-        _check_numbers(size, k, rel_level, pipeline)
+        _check_numbers(size, k, rel_level, pipeline, timeout, worst, out_dir)
         runs = [search.BASELINE, *pipeline]
         gates = (gate.parse(fail_under or [], True, runs, runs[1], k)
                  + gate.parse(fail_over or [], False, runs, runs[1], k))
         found = read_judgments(judgments, fmt, parse_grade_map(grades))
         chosen = query_set(found, read_queries(queries) if queries else None, limit)
         body = search.load_template(template, field)
-        api_key = api_key_file.read_text().strip() if api_key_file else None
+        api_key = api_key_from(api_key_file)
         client = connect(opensearch)
         search.check_target(client, index, pipeline)
         results, titles = search.run_all(client, index, chosen, pipeline, body, size, field, timeout)

@@ -1,12 +1,13 @@
 """CI gates: `--fail-under [RUN:]METRIC=VALUE` and `--fail-over [RUN:]METRIC=VALUE`.
 
-METRIC is a run metric (P@k, R@k, nDCG@k, MRR, Judged@k, IrrRate@k) or a filter-audit number
+METRIC is a run metric (P@k, R@k, nDCG@k, nDCGj@k, MRR, Judged@k, IrrRate@k) or a filter-audit number
 (filter_precision, filter_precision_nonrelevant, irrelevant_recall, relevant_loss). RUN defaults
 to the first pipeline (or the baseline when none is given). A gate whose value could not be
 measured (e.g. no judged hit was dropped) fails too: CI cannot vouch for what it did not see."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from . import AuditError
@@ -38,6 +39,8 @@ def parse(specs: list[str], under: bool, runs: list[str], default_run: str, k: i
             threshold = float(value)
         except ValueError:
             threshold = None
+        if threshold is not None and not math.isfinite(threshold):
+            raise AuditError(f"{option} {spec!r}: the threshold must be a finite number (a NaN gate could never fire)")
         if not sep or not metric or threshold is None:
             raise AuditError(f"{option} {spec!r} must look like [RUN:]METRIC=VALUE, e.g. nDCG@{k}=0.5")
         if metric not in known:

@@ -1,7 +1,10 @@
 """IR metrics through ir-measures (trec_eval underneath) and a paired test between runs.
 
 Levels 1..4 become three qrels views of the same judgments:
-- graded, gain = level - 1 (Irrelevant 0 .. Excellent 3): nDCG@k, Judged@k;
+- graded, gain = level - 1 (Irrelevant 0 .. Excellent 3): nDCG@k, Judged@k, and nDCGj@k, the
+  nDCG of the condensed list (unjudged hits removed first: ir-measures' nDCG(judged_only=True)).
+  Where few hits are judged, plain nDCG@k counts every unjudged hit as irrelevant and barely moves
+  under any reordering; nDCGj@k compares how the judged hits were ordered;
 - relevant, 1 when level >= the relevant level (default 3, Related): P@k, R@k, MRR;
 - irrelevant, 1 when level is Irrelevant: its P@k is the irrelevant rate @k.
 Judged@k is the share of the hits returned in the top k that are judged (ir-measures' definition:
@@ -23,7 +26,7 @@ TEST_NAME = "paired t-test (two-sided)"
 
 
 def metric_names(k: int) -> list[str]:
-    return [f"P@{k}", f"R@{k}", f"nDCG@{k}", "MRR", f"Judged@{k}", f"IrrRate@{k}"]
+    return [f"P@{k}", f"R@{k}", f"nDCG@{k}", f"nDCGj@{k}", "MRR", f"Judged@{k}", f"IrrRate@{k}"]
 
 
 def lower_is_better(name: str) -> bool:
@@ -38,7 +41,7 @@ def per_query(rankings: dict[str, list[str]], qrels: dict[str, dict[str, int]], 
     judged = {q: qrels[q] for q in evaluated}
     views = [
         ({q: {d: lv - 1 for d, lv in docs.items()} for q, docs in judged.items()},
-         {nDCG @ k: f"nDCG@{k}", Judged @ k: f"Judged@{k}"}),
+         {nDCG @ k: f"nDCG@{k}", nDCG(judged_only=True) @ k: f"nDCGj@{k}", Judged @ k: f"Judged@{k}"}),
         ({q: {d: int(lv >= rel_level) for d, lv in docs.items()} for q, docs in judged.items()},
          {P @ k: f"P@{k}", R @ k: f"R@{k}", RR: "MRR"}),
         ({q: {d: int(lv == IRRELEVANT) for d, lv in docs.items()} for q, docs in judged.items()},

@@ -35,9 +35,12 @@ class VLLMBackend:
 
     @classmethod
     def from_config(cls, config, scheme: LabelScheme) -> "VLLMBackend":
-        from vllm import LLM
-
         from ..models.loading import ModelLoadError, resolve_model_path
+
+        try:
+            from vllm import LLM
+        except ImportError as exc:
+            raise ModelLoadError(f"--backend vllm needs the vllm package (pip install vllm, on a GPU machine): {exc}") from exc
 
         if config.adapter:
             raise ModelLoadError("the vLLM backend serves merged models: run `lref train --stage export` first")

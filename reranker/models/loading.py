@@ -36,7 +36,13 @@ def cache_dir() -> Path:
 def pick_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
+    if device == "cpu":
+        return device
+    if device == "cuda" or device.startswith("cuda:") and device[5:].isdigit():
+        if not torch.cuda.is_available():
+            raise ModelLoadError(f"device {device!r}: no CUDA GPU is available here (use auto or cpu)")
+        return device
+    raise ModelLoadError(f"unknown device {device!r}: use auto, cpu, cuda or cuda:N")
 
 
 def _cpuinfo() -> list[str]:
@@ -105,24 +111,33 @@ def gguf_cache_dir(gguf_path: Path) -> Path:
     return cache_dir() / "models" / f"{gguf_path.stem}-{key}"
 
 
+def check_model_spec(model: str) -> None:
+    """What a model spec names must be there (or be a hub id): checked without fetching or
+    converting anything, so a run can refuse a bad spec before its first stage."""
+    if model == DEFAULT_MODEL:
+        return
+    path = Path(model).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise ModelLoadError(f"GGUF file not found: {path}")
+    elif path.exists():
+        if not (path / "config.json").is_file():
+            raise ModelLoadError(f"{path} is not a Hugging Face model dir (no config.json)")
+    elif model.count("/") != 1 or model.startswith((".", "/")):  # owner/name: a hub id, for users online
+        raise ModelLoadError(f"model {model!r} is neither 'default', a local dir, a .gguf file nor a hub id (owner/name)")
+
+
 def resolve_model_path(model: str) -> str:
     """Turn a model spec into something from_pretrained takes (a dir or a hub id)."""
+    check_model_spec(model)
     if model == DEFAULT_MODEL:
         from .default_model import default_model_dir
 
         return str(default_model_dir())
     path = Path(model).expanduser()
     if path.suffix == ".gguf":
-        if not path.is_file():
-            raise ModelLoadError(f"GGUF file not found: {path}")
         return str(convert_gguf(path, gguf_cache_dir(path)))
-    if path.exists():
-        if not (path / "config.json").is_file():
-            raise ModelLoadError(f"{path} is not a Hugging Face model dir (no config.json)")
-        return str(path)
-    if model.count("/") == 1 and not model.startswith((".", "/")):
-        return model  # a hub id, for users who are online
-    raise ModelLoadError(f"model {model!r} is neither 'default', a local dir, a .gguf file nor a hub id (owner/name)")
+    return str(path) if path.exists() else model
 
 
 def load_model(spec: ModelSpec):
