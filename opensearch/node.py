@@ -261,8 +261,48 @@ def up(settings: NodeSettings, timeout_s: float = 240, log=print) -> dict:
             raise NodeError(f"OpenSearch did not start (exit {done.returncode}): {log_tail(settings)}")
         return wait_healthy(settings, timeout_s)
     except BaseException:  # not healthy in time, or interrupted: never leave a JVM behind
-        down(settings, timeout_s=30)
+        stop_started(settings)
         raise
+
+
+def _pids_naming(path: Path) -> list[int]:
+    """Processes whose command line names `path` (the JVM gets `-p STATE/opensearch.pid`)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if str(path).encode() in cmdline.read_bytes():
+                found.append(int(cmdline.parent.name))
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+def stop_started(settings: NodeSettings, timeout_s: float = 30) -> None:
+    """Stop a node this process started, also before its pid file exists (a start cut short)."""
+    down(settings, timeout_s)
+    leftovers = [pid for pid in _pids_naming(settings.pid_file) if pid != os.getpid()]
+    for pid in leftovers:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except OSError:
+            pass
+    deadline = time.monotonic() + timeout_s
+    while leftovers and time.monotonic() < deadline:
+        leftovers = [pid for pid in leftovers if _alive(pid)]
+        time.sleep(0.2)
+    for pid in leftovers:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True
 
 
 def port_free(port: int) -> bool:
@@ -307,7 +347,7 @@ def down(settings: NodeSettings, timeout_s: float = 60) -> bool:
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if read_pid(settings) is None:
+        if not _alive(pid):  # the process itself, not its pid file, which goes first
             break
         time.sleep(0.5)
     else:

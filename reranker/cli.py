@@ -47,6 +47,9 @@ def build_config(judge: Optional[str], model: Optional[str], adapter: Optional[s
                  min_tier: Optional[str], order: str, **extra) -> ServiceConfig:
     """Options left unset (None) come from the judge's card, else from the embedded defaults."""
     from .models.judge import CARD, ZERO_SHOT, JudgeError, judge_settings, resolve_judge
+    from .models.loading import pick_device
+
+    pick_device(device)  # an unknown device or a missing GPU is refused before any model is read
 
     if judge is None and adapter and (Path(adapter).parent / CARD).is_file():
         judge, adapter = str(Path(adapter).parent), None  # a judge's adapter means nothing without its card's prompt

@@ -191,13 +191,13 @@ def test_a_reranker_that_fails_to_load_is_one_line_and_stopped():
 
 
 def test_an_opensearch_error_after_start_is_one_line(opensearch_node):
-    # A reachable node that refuses the index (names must be lowercase): OpenSearch's reason in one
-    # line. It fails before the reranker is needed, so none is given.
+    # A reachable node and an index name it would refuse (names must be lowercase): refused in one
+    # line before anything is written. It fails before the reranker is needed, so none is given.
     done = subprocess.run(
         [sys.executable, "-m", "reranker.cli", "demo", "--catalog", "sample", "--index", "Not-Lowercase",
          "--opensearch-url", opensearch_node.url, "--reranker-url", f"http://127.0.0.1:{free_port()}",
          "--port", str(free_port())], capture_output=True, text=True, timeout=120)
-    _one_line_exit_2(done, "creating index Not-Lowercase: Invalid index name [Not-Lowercase], must be lowercase")
+    _one_line_exit_2(done, "index 'Not-Lowercase' is not a valid OpenSearch index name")
 
 
 def test_ctrl_c_stops_what_it_started_and_leaves_the_reused_node(demo, opensearch_node):
