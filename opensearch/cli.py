@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from reranker.console import api_key_from, fail
+from reranker.console import api_key_from, check_port, fail
 
 from . import artifacts
 from .java import JavaError
@@ -44,9 +44,8 @@ def up(
 
     from .node import start
 
-    for option, value in (("--port", port), ("--transport-port", transport_port)):
-        if not 0 < value < 65536:
-            fail(f"{option} must be a TCP port (1-65535), got {value}")
+    check_port("--port", port)
+    check_port("--transport-port", transport_port)
     if not 0 < timeout < float("inf"):  # nan fails this too
         fail(f"--timeout must be a positive number of seconds, got {timeout}")
     settings = _settings(port, transport_port, heap, version, state)

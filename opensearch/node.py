@@ -205,10 +205,9 @@ def _write_config(settings: NodeSettings) -> Path:
 def read_pid(settings: NodeSettings) -> int | None:
     try:
         pid = int(settings.pid_file.read_text().strip())
-        os.kill(pid, 0)
-        return pid
     except (OSError, ValueError):
         return None
+    return pid if _alive(pid) else None
 
 
 def http_json(url: str, timeout: float = 2.0) -> dict | None:
@@ -265,7 +264,7 @@ def up(settings: NodeSettings, timeout_s: float = 240, log=print) -> dict:
         raise
 
 
-def _pids_naming(path: Path) -> list[int]:
+def pids_naming(path: Path) -> list[int]:
     """Processes whose command line names `path` (the JVM gets `-p STATE/opensearch.pid`)."""
     found = []
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
@@ -280,7 +279,7 @@ def _pids_naming(path: Path) -> list[int]:
 def stop_started(settings: NodeSettings, timeout_s: float = 30) -> None:
     """Stop a node this process started, also before its pid file exists (a start cut short)."""
     down(settings, timeout_s)
-    leftovers = [pid for pid in _pids_naming(settings.pid_file) if pid != os.getpid()]
+    leftovers = [pid for pid in pids_naming(settings.pid_file) if pid != os.getpid()]
     for pid in leftovers:
         try:
             os.kill(pid, signal.SIGTERM)

@@ -17,7 +17,7 @@ from rich.table import Table
 from .core import TIERS, SchemeError, TierPolicy, load_scheme, text_problem
 from .core.prompt import PromptError
 from .models.loading import ModelLoadError
-from .console import api_key_from, fail
+from .console import api_key_from, check_port, fail
 from .service.config import ServiceConfig
 from lref_opensearch.cli import opensearch_app
 from lref_opensearch.store.demo import demo
@@ -136,8 +136,7 @@ def serve(
             fail(f"{option} must be a number >= {least}, got {value}")
     if not (0 < request_timeout_s and math.isfinite(request_timeout_s)):
         fail(f"--request-timeout-s must be a positive number of seconds, got {request_timeout_s}")
-    if not 0 < port < 65536:
-        fail(f"--port must be a TCP port (1-65535), got {port}")
+    check_port("--port", port)
     api_key = api_key_from(api_key_file)
     try:
         config = build_config(

@@ -13,6 +13,11 @@ def fail(message: str) -> None:
     raise typer.Exit(2)
 
 
+def check_port(option: str, port: int) -> None:
+    if not 0 < port < 65536:
+        fail(f"{option} must be a TCP port (1-65535), got {port}")
+
+
 def api_key_from(file, env: str = "LREF_API_KEY") -> str | None:
     """The API key from `file` (it wins) or the environment, or None when neither is given. A
     file that yields no key is refused, never read as "no authentication"; so is a key a client

@@ -50,6 +50,7 @@ def run(tiny_model_dir, tmp_path_factory):
 def test_the_judge_dir_is_an_adapter_with_a_card(run, tiny_model_dir):
     card = read_card(run / "judge")
     assert card.weights == "adapter" and (run / "judge/adapter/adapter_model.safetensors").is_file()
+    assert f"../{CARD}" in (run / "judge/adapter/README.md").read_text()  # the adapter says where its card is
     assert not (run / "judge/model").exists()  # the adapter alone: small enough to commit
     assert card.base_model == str(tiny_model_dir) and card.base_sha256 == weights_sha256(tiny_model_dir)
     assert card.prompt["instruction"].startswith("Grade the product for the shopping query: 4 Excellent")

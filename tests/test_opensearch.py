@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import socket
 import time
-from pathlib import Path
 
 import httpx
 import pytest
@@ -14,6 +13,7 @@ import pytest
 from conftest import Server, free_port, listening_addresses, metric
 from engine import DelayProxy, SearchLoad, TestNode, ids, install, lref, load_titles
 from engine import search as engine_search
+from lref_opensearch.node import pids_naming
 
 QUERY = "cordless drill"
 INDEX = "products"
@@ -231,18 +231,6 @@ def test_load_rejects_bad_catalog_before_indexing(opensearch_node, tmp_path):
     assert done.returncode == 2 and "longer than 512 bytes" in done.stderr
 
 
-def java_pids_under(state) -> list[str]:
-    """Processes whose command line names the node's state dir (the JVM gets `-p STATE/opensearch.pid`)."""
-    found = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            if str(state) in cmdline.read_bytes().decode(errors="replace"):
-                found.append(cmdline.parent.name)
-        except OSError:
-            continue
-    return found
-
-
 def test_a_failed_up_leaves_no_jvm_and_a_busy_port_starts_nothing(opensearch_node):
     """`up` that cannot get healthy in time stops the JVM it started; a port in use is refused
     before anything is assembled or started."""
@@ -252,7 +240,7 @@ def test_a_failed_up_leaves_no_jvm_and_a_busy_port_starts_nothing(opensearch_nod
         late = lref("opensearch", "up", "--port", str(node.port), "--transport-port", str(node.transport_port),
                     "--heap", "1g", "--state", str(node.state), "--timeout", "1")
         assert late.returncode == 2 and "not healthy after 1s" in late.stderr, late.stderr
-        assert not (node.state / "opensearch.pid").exists() and java_pids_under(node.state) == []
+        assert not (node.state / "opensearch.pid").exists() and pids_naming(node.state) == []
         with socket.socket() as busy:
             busy.bind(("127.0.0.1", 0))
             busy.listen()
@@ -260,7 +248,7 @@ def test_a_failed_up_leaves_no_jvm_and_a_busy_port_starts_nothing(opensearch_nod
             refused = lref("opensearch", "up", "--port", str(node.port), "--transport-port", str(taken),
                            "--state", str(node.state))
         assert refused.returncode == 2 and f"port {taken} on 127.0.0.1 is in use" in refused.stderr
-        assert "starting OpenSearch" not in refused.stdout and java_pids_under(node.state) == []
+        assert "starting OpenSearch" not in refused.stdout and pids_naming(node.state) == []
         for bad, message in ((["--timeout", "nan"], "--timeout must be a positive"), (["--port", "99999"], "TCP port")):
             wrong = lref("opensearch", "up", "--state", str(node.state), *bad)
             assert wrong.returncode == 2 and message in wrong.stderr and "Traceback" not in wrong.stderr

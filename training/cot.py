@@ -29,7 +29,7 @@ DEFAULT_RULES = Path(__file__).with_name("rules.md")
 # Words that make a product something used with the searched item rather than the item itself
 # (raters' guideline: tools, accessories, extra parts, covers and cases are Irrelevant).
 ACCESSORY = {"accessory", "accessories", "adapter", "attachment", "bag", "blade", "bracket", "cap", "case", "charger",
-             "cover", "filter", "holder", "holster", "hose", "kit", "knob", "mount", "part", "parts", "refill",
+             "cover", "filter", "holder", "holster", "hose", "knob", "mount", "part", "parts", "refill",
              "replacement", "sleeve", "stand", "strap", "trim"}
 KIT = {"kit", "combo", "set", "system", "bundle"}
 
@@ -70,18 +70,20 @@ class PairFacts:
         brand = t_words[0] if t_words and t_words[0][:1].isupper() else None
         type_match = _stem(query_type) in t
         lowered = [w.lower() for w in t_words]
-        # "... for <type>" or an accessory word the query did not ask for: a part of, not the item
-        accessory = next((w for w in lowered if w in ACCESSORY - {"kit"} and _stem(w) not in {_stem(x) for x in q}), None)
-        after_for = lowered[lowered.index("for") + 1:] if "for" in lowered else []
-        if not accessory and type_match and _stem(query_type) in {_stem(w) for w in after_for}:
-            accessory = "part"
-        kit = type_match and bool(KIT & set(lowered)) and not accessory
+        accessory = None  # an accessory word the query did not ask for, or "... for <type>": used with the item
+        if type_match:
+            asked = {_stem(w) for w in q}
+            accessory = next((w for w in lowered if w in ACCESSORY and _stem(w) not in asked), None)
+            after_for = lowered[lowered.index("for") + 1:] if "for" in lowered else []
+            if not accessory and _stem(query_type) in {_stem(w) for w in after_for}:
+                accessory = "part"
+        kit = type_match and not accessory and bool(KIT & set(lowered))
         return cls(
             query_type=query_type, type_match=type_match,
             brand=brand, brand_in_query=bool(brand and brand.lower() in q),
             models=models, models_missing=[m for m in models if _stem(m) not in t],
             attributes=attributes, attributes_missing=[a for a in attributes if _stem(a) not in t],
-            accessory=accessory if type_match else None, kit=kit,
+            accessory=accessory, kit=kit,
         )
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from reranker.models.judge import card_for, write_card
+from reranker.models.judge import CARD, card_for, write_card
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
@@ -92,6 +92,12 @@ def judge_dir(run) -> dict:
         (work / "adapter").mkdir(parents=True)
         for name in ADAPTER_FILES:
             shutil.copy2(adapter / name, work / "adapter" / name)
+        # The adapter alone does not say which prompt it was trained on: point at the card.
+        (work / "adapter" / "README.md").write_text(
+            f"# LoRA adapter of the judge `{cfg.export.name or target.name}`\n\nIts card is `../{CARD}` (base model and hash, "
+            "label scheme, prompt settings, tier policy). Serve the judge dir, `lref serve --judge ..`; "
+            "`lref serve --adapter` on this folder reads that card too. Without it the adapter would be "
+            "served under a prompt it was not trained on.\n")
     else:
         shutil.copytree(run.latest_model(), work / "model")
     report = _metrics(run, "eval")

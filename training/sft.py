@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from reranker.core import PromptFormat
+from reranker.core import LabelHead, PromptFormat
 from reranker.models.loading import pick_dtype
 
 from .config import SftConfig
@@ -99,7 +99,7 @@ def completion_loss(model, inputs: dict, num_items: int | torch.Tensor | None = 
         answer = torch.zeros_like(scored)  # the first completion position of each row holds the label
         answer[torch.arange(len(scored)), scored.int().argmax(dim=1)] = True
         answer &= scored
-        label_logits = base.get_output_embeddings()(hidden[:, :-1][answer]).float()[:, label_ids]
+        label_logits = LabelHead(base, label_ids).logits(hidden[:, :-1][answer])  # serving's own head
         total = -(inputs["target"][answer.any(dim=1)].float() * label_logits.log_softmax(-1)).sum()
         scored = scored & ~answer
     else:
