@@ -1,9 +1,10 @@
 """Plot the SFT loss of one or more `lref train` runs (TRL's trainer_state.json) against rows seen.
 
-    python bench/plot_sft_loss.py runs/homedepot-38k runs/homedepot --out docs/results/homedepot-sft-loss.png
+    python bench/plot_sft_loss.py runs/homedepot-judge runs/homedepot --out docs/results/homedepot-sft-loss.png
 
 Rows seen = step x batch size, so runs with different batch sizes share one axis. The horizontal
-line is the loss of a judge at chance on balanced labels with a two-token answer (ln 4 / 2)."""
+line is the loss of a judge at chance on balanced labels with a two-token answer (ln 4 / 2); a dotted
+line marks where a later pass (`sft.more_passes`) starts."""
 
 from __future__ import annotations
 
@@ -13,14 +14,27 @@ import math
 from pathlib import Path
 
 
-def curve(run: Path) -> tuple[list[int], list[float], str]:
-    states = sorted(run.glob("sft/phase*/checkpoint-*/trainer_state.json"), key=lambda p: int(p.parent.name.split("-")[1]))
-    if not states:
+def curve(run: Path) -> tuple[list[int], list[float], str, list[int]]:
+    """Loss against rows seen over every SFT phase of a run, in order (a later pass continues the
+    adapter, so its rows are counted after the earlier ones'); also where each later phase starts."""
+    phases = sorted(run.glob("sft/phase*"), key=lambda p: int(p.name[5:].split("-")[0]))
+    rows, losses, starts, offset, batch = [], [], [], 0, 8
+    for phase in phases:
+        states = sorted(phase.glob("checkpoint-*/trainer_state.json"), key=lambda p: int(p.parent.name.split("-")[1]))
+        if not states:
+            continue
+        state = json.loads(states[-1].read_text())
+        batch = state.get("train_batch_size") or 8
+        if rows:
+            starts.append(offset)
+        for h in state["log_history"]:
+            if "loss" in h:
+                rows.append(offset + h["step"] * batch)
+                losses.append(h["loss"])
+        offset += state["global_step"] * batch
+    if not rows:
         raise SystemExit(f"error: no sft checkpoint with a trainer_state.json under {run}")
-    state = json.loads(states[-1].read_text())
-    batch = state.get("train_batch_size") or 8
-    points = [(h["step"] * batch, h["loss"]) for h in state["log_history"] if "loss" in h]
-    return [p[0] for p in points], [p[1] for p in points], f"{run.name} (batch {batch})"
+    return rows, losses, f"{run.name} (batch {batch})", starts
 
 
 def main() -> int:
@@ -36,10 +50,12 @@ def main() -> int:
 
     fig, ax = plt.subplots(figsize=(8, 4.2))
     for run in args.runs:
-        rows, losses, label = curve(run)
+        rows, losses, label, starts = curve(run)
         k = max(1, args.smooth)
         smoothed = [sum(losses[max(0, i - k + 1):i + 1]) / len(losses[max(0, i - k + 1):i + 1]) for i in range(len(losses))]
-        ax.plot(rows, smoothed, label=label)
+        line, = ax.plot(rows, smoothed, label=label)
+        for start in starts:  # a later pass (sft.more_passes) begins here, with its own warm-up
+            ax.axvline(start, color=line.get_color(), linestyle=":", alpha=0.7)
     ax.axhline(math.log(4) / 2, color="grey", linestyle="--", label="chance on balanced labels (ln 4 / 2)")
     ax.set_xlabel("training rows seen")
     ax.set_ylabel(f"SFT loss (moving average of {args.smooth} logs)")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,9 +36,27 @@ def check_index_name(index: str) -> None:
                            f"none of {''.join(sorted(INDEX_FORBIDDEN))!r}, at most 255 bytes)")
 
 
+def _value_problem(value, kind: str) -> str | None:
+    """Why OpenSearch would reject `value` for a field of mapping type `kind`, or None (its
+    coercions allowed: numbers in text fields, numeric strings in a float field; null is no value)."""
+    if value is None:
+        return None
+    if isinstance(value, list):  # a list is several values of the field
+        return next(filter(None, (_value_problem(v, kind) for v in value)), None)
+    if kind == "float":
+        try:
+            number = float(value) if not isinstance(value, bool) else None
+        except (TypeError, ValueError):
+            number = None
+        return None if number is not None and math.isfinite(number) else "is not a number"
+    return None if isinstance(value, (str, int, float)) and not isinstance(value, bool) else "is not text"
+
+
 def read_catalog(path: Path) -> list[dict]:
-    """Every line checked before anything is indexed, so a bad line never leaves half a catalog."""
-    fields = set(definition("products_index.json")["mappings"]["properties"])
+    """Every line checked before anything is indexed, against the index mapping's field types too,
+    so that a bad line is found before the first product goes in."""
+    kinds = {name: spec["type"] for name, spec in definition("products_index.json")["mappings"]["properties"].items()}
+    fields = set(kinds)
     products, seen = [], set()
     for number, product in jsonl_objects(path, CatalogError):
         pid = product.get("product_id")
@@ -49,6 +69,9 @@ def read_catalog(path: Path) -> list[dict]:
         unknown = sorted(set(product) - fields)
         if unknown:
             raise CatalogError(f"{path}:{number}: unknown field(s) {', '.join(unknown)} (known: {', '.join(sorted(fields))})")
+        for name, value in product.items():
+            if name in kinds and (problem := _value_problem(value, kinds[name])):
+                raise CatalogError(f"{path}:{number}: {name} {problem} ({kinds[name]} field): {json.dumps(value)[:80]}")
         if str(pid) in seen:
             raise CatalogError(f"{path}:{number}: duplicate product_id {pid}")
         seen.add(str(pid))
@@ -78,7 +101,7 @@ def load(client: OpenSearch, path: Path, index: str = DEFAULT_INDEX, recreate: b
          chunk_size: int = 2000) -> int:
     check_index_name(index)
     products = read_catalog(path)
-    ensure_index(client, index, recreate)
+    created = ensure_index(client, index, recreate)
     done = 0
     failures = []
     with tqdm(total=len(products), desc=f"indexing into {index}", unit="doc") as bar:
@@ -92,5 +115,14 @@ def load(client: OpenSearch, path: Path, index: str = DEFAULT_INDEX, recreate: b
     client.indices.refresh(index=index)
     if failures:
         first = next(iter(failures[0].values()))
-        raise InstallError(f"{len(failures)} product(s) failed to index, first: {first.get('_id')}: {first.get('error')}")
+        error = first.get("error")
+        reason = str(error.get("reason", error) if isinstance(error, dict) else error)
+        reason = reason if len(reason) <= 300 else reason[:300] + "…"  # Lucene quotes the offending bytes
+        if created:  # an index this load made holds nothing but this catalog: leave no half of it
+            client.indices.delete(index=index)
+            kept = f"index {index} removed again, nothing loaded"
+        else:
+            kept = f"{done} of {len(products)} products were written into the existing index {index}"
+        raise InstallError(f"{len(failures)} product(s) were refused by OpenSearch ({kept}); first: "
+                           f"product_id {first.get('_id')}: {reason}")
     return done

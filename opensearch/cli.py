@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Optional
 
@@ -10,11 +11,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from lref_plugin.install import DEFAULT_READ_TIMEOUT_S
 from reranker.console import api_key_from, check_port, fail
 
 from . import artifacts
 from .java import JavaError
-from .node import NodeError, NodeSettings, default_base, default_heap
+from .node import NodeError, NodeSettings, default_base, default_heap, heap_problem
 
 opensearch_app = typer.Typer(help="A local OpenSearch node and the lref connector/pipelines in it.", no_args_is_help=True)
 out = Console()
@@ -25,6 +27,11 @@ DEFAULT_URL = "http://127.0.0.1:9200"
 def _settings(port: int, transport_port: int, heap: Optional[str], version: str, state: Optional[Path]) -> NodeSettings:
     return NodeSettings(version=version, http_port=port, transport_port=transport_port,
                         heap=heap or default_heap(), state=state)
+
+
+def check_version(version: str) -> None:
+    if not re.fullmatch(r"[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}", version):  # it becomes part of Maven URLs and paths
+        fail(f"version must look like 3.6.0, got {version!r}")
 
 
 _port = typer.Option(9200, help="HTTP port on 127.0.0.1")
@@ -48,6 +55,9 @@ def up(
     check_port("--transport-port", transport_port)
     if not 0 < timeout < float("inf"):  # nan fails this too
         fail(f"--timeout must be a positive number of seconds, got {timeout}")
+    if heap is not None and (problem := heap_problem(heap)):
+        fail(f"--heap: {problem}")
+    check_version(version)
     settings = _settings(port, transport_port, heap, version, state)
     try:
         health = start(settings, timeout_s=timeout, log=out.print)
@@ -57,11 +67,17 @@ def up(
 
 
 @opensearch_app.command()
-def down(port: int = _port, state: Optional[Path] = _state) -> None:
+def down(port: int = _port, state: Optional[Path] = _state,
+         force: bool = typer.Option(False, help="stop it even while a running `lref demo` uses it")) -> None:
     """Stop the node started by `up`."""
-    from .node import down as stop
+    from .node import down as stop, read_pid, users
 
+    check_port("--port", port)
     settings = _settings(port, 9300, "1g", artifacts.DEFAULT_VERSION, state)
+    using = users(settings) if read_pid(settings) is not None else []
+    if using and not force:
+        fail(f"the node on port {port} is in use by " + ", ".join(f"{what} (pid {pid})" for pid, what in using)
+             + ": stop that first, or pass --force")
     out.print("stopped" if stop(settings) else f"no node started by lref is running on port {port}")
 
 
@@ -70,6 +86,7 @@ def status(port: int = _port, state: Optional[Path] = _state) -> None:
     """Print whether the node runs, its health and plugins (JSON)."""
     from .node import status as node_status
 
+    check_port("--port", port)
     report = node_status(_settings(port, 9300, "1g", artifacts.DEFAULT_VERSION, state))
     out.print_json(json.dumps(report))
     if not report["running"]:
@@ -85,6 +102,7 @@ def lock(
 ) -> None:
     """Download every artefact VERSION needs and pin its SHA-256 in the lock (cross-checked
     against Maven's .sha1 where it publishes one)."""
+    check_version(version)
     path = lock_file or artifacts.lock_path()
     try:
         pins = artifacts.lock_version(version, default_base() / "downloads", artifacts.read_lock(path), tuple(plugin))
@@ -106,7 +124,7 @@ def install(
     reranker_url: str = typer.Option("http://127.0.0.1:8000", help="where `lref serve` listens"),
     api_key_file: Optional[Path] = typer.Option(None, help="file holding the reranker's API key (or env LREF_API_KEY)"),
     connect_timeout_s: int = typer.Option(2, help="connector connect timeout, whole seconds (ML Commons' unit)"),
-    read_timeout_s: int = typer.Option(10, help="connector read timeout in seconds; past it search keeps the original order"),
+    read_timeout_s: int = typer.Option(DEFAULT_READ_TIMEOUT_S, help="connector read timeout in seconds; past it search keeps the original order"),
     fields: str = typer.Option("title", help="comma-separated document fields sent to the reranker"),
     min_tier: str = typer.Option("Mid", help="lowest tier the lref-rerank pipeline keeps: Good | Mid | Bad"),
     scheme: str = typer.Option("four_level", help="label scheme the reranker uses (level names for annotations)"),

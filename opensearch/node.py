@@ -49,6 +49,19 @@ def default_heap() -> str:
     return f"{int(min(4, max(1, total_gib // 4)))}g"
 
 
+def heap_problem(heap: str) -> str | None:
+    """Why the JVM would refuse `heap` as -Xms/-Xmx (or OpenSearch could not run in it), or None."""
+    import re
+
+    match = re.fullmatch(r"([0-9]{1,7})([kmgKMG]?)", heap)
+    if not match:
+        return f"heap {heap!r} must look like 512m or 2g"
+    size = int(match[1]) * {"": 1, "k": 2**10, "m": 2**20, "g": 2**30}[match[2].lower()]
+    if size < 256 * 2**20:
+        return f"heap {heap!r} is below the 256m an OpenSearch node needs"
+    return None
+
+
 @dataclass
 class NodeSettings:
     version: str = artifacts.DEFAULT_VERSION
@@ -305,16 +318,10 @@ def _alive(pid: int) -> bool:
 
 
 def port_free(port: int) -> bool:
-    """Whether a server could listen on 127.0.0.1:port now (SO_REUSEADDR, as the JVM binds)."""
-    import socket
+    """Whether a server could listen on 127.0.0.1:port now."""
+    from reranker.console import bind_problem
 
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
+    return bind_problem("127.0.0.1", port) is None
 
 
 def start(settings: NodeSettings, timeout_s: float = 240, log=print) -> dict:
@@ -336,6 +343,30 @@ def wait_healthy(settings: NodeSettings, timeout_s: float) -> dict:
             raise NodeError(f"OpenSearch exited while starting: {log_tail(settings)}")
         time.sleep(1)
     raise NodeError(f"OpenSearch not healthy after {timeout_s:.0f}s at {settings.url}: {log_tail(settings)}")
+
+
+def add_user(settings: NodeSettings, what: str) -> Path:
+    """Mark the node as in use by this process (e.g. a running `lref demo`), so that `down` from
+    another shell does not pull it away silently. The caller removes the mark when it is done."""
+    mark = settings.node_dir / "users" / str(os.getpid())
+    mark.parent.mkdir(parents=True, exist_ok=True)
+    mark.write_text(what)
+    return mark
+
+
+def users(settings: NodeSettings) -> list[tuple[int, str]]:
+    """(pid, what) of the live processes other than this one using the node; marks left by dead
+    ones are removed."""
+    found = []
+    for mark in sorted((settings.node_dir / "users").glob("*")):
+        pid = int(mark.name) if mark.name.isdigit() else -1
+        if pid == os.getpid():
+            continue
+        if pid > 0 and _alive(pid):
+            found.append((pid, mark.read_text().strip()))
+        else:
+            mark.unlink(missing_ok=True)
+    return found
 
 
 def down(settings: NodeSettings, timeout_s: float = 60) -> bool:

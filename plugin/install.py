@@ -28,6 +28,11 @@ class InstallError(RuntimeError):
     pass
 
 
+# One default for `lref opensearch install` and `lref demo`, so that one does not silently
+# rewrite the other's connector with a different timeout.
+DEFAULT_READ_TIMEOUT_S = 10
+
+
 def definition(name: str) -> dict:
     text = resources.files("lref_opensearch").joinpath("definitions", name).read_text()
     data = json.loads(text)
@@ -42,17 +47,16 @@ class InstallSpec:
     api_key: str | None = None
     # ML Commons reads client_config timeouts as whole seconds (its defaults are 30).
     connect_timeout_s: int = 2
-    read_timeout_s: int = 10
+    read_timeout_s: int = DEFAULT_READ_TIMEOUT_S
     document_fields: list[str] = field(default_factory=lambda: ["title"])
     min_tier: str = "Mid"
     scheme: str = "four_level"
 
     def validate(self) -> None:
-        parts = urlsplit(self.reranker_url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
+        if not http_url(self.opensearch_url):
+            raise InstallError(f"OpenSearch URL must look like http(s)://host:port, got {self.opensearch_url!r}")
+        if not http_url(self.reranker_url):
             raise InstallError(f"reranker URL must look like http://host:port, got {self.reranker_url!r}")
-        if parts.query or parts.fragment:
-            raise InstallError(f"reranker URL must not have a query or fragment: {self.reranker_url!r}")
         for name in ("connect_timeout_s", "read_timeout_s"):
             if not 1 <= getattr(self, name) <= 600:
                 raise InstallError(f"{name} must be between 1 and 600 seconds, got {getattr(self, name)}")
@@ -71,14 +75,20 @@ class InstallSpec:
         return "^" + re.escape(f"{parts.scheme}://{parts.netloc}") + "/.*$"
 
 
-def connect(url: str) -> OpenSearch:
-    """A client for the OpenSearch node at `url`, which must answer as one."""
+def http_url(url: str) -> bool:
+    """Whether `url` is http(s)://host[:port][/path] with a usable port, and no query or fragment
+    (an endpoint's URL gets paths appended)."""
     try:
         parts = urlsplit(url)
-        usable = parts.scheme in ("http", "https") and bool(parts.hostname) and (parts.port is None or parts.port > 0)
+        return (parts.scheme in ("http", "https") and bool(parts.hostname) and (parts.port is None or parts.port > 0)
+                and not parts.query and not parts.fragment)
     except ValueError:  # a port that is not a number or out of range, a broken IPv6 literal
-        usable = False
-    if not usable:
+        return False
+
+
+def connect(url: str) -> OpenSearch:
+    """A client for the OpenSearch node at `url`, which must answer as one."""
+    if not http_url(url):
         raise InstallError(f"OpenSearch URL must look like http(s)://host:port, got {url!r}")
     client = OpenSearch(url, timeout=30)
     try:
@@ -182,7 +192,18 @@ def ensure_connector(client: OpenSearch, spec: InstallSpec) -> tuple[str, str]:
             undeploy(client, model["_id"])
     update = {k: v for k, v in body.items() if k != "name"}
     call(client, "PUT", f"/_plugins/_ml/connectors/{connector['_id']}", update, what="updating the connector")
-    return connector["_id"], "updated"
+    return connector["_id"], f"updated ({connector_changes(connector, body)})"
+
+
+def connector_changes(old: dict, new: dict) -> str:
+    """What an update changes, said in a few words (the key is stored encrypted: only its fingerprint differs)."""
+    url = lambda body: (body.get("actions") or [{}])[0].get("url")  # noqa: E731
+    changes = [f"url {url(old)} -> {url(new)}"] if url(old) != url(new) else []
+    for key in ("connection_timeout", "read_timeout"):
+        before, after = old.get("client_config", {}).get(key), new["client_config"][key]
+        if before != after:
+            changes.append(f"{key} {before} -> {after} s")
+    return ", ".join(changes) or "API key or other settings"
 
 
 def undeploy(client: OpenSearch, model_id: str) -> None:

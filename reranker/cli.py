@@ -14,10 +14,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .core import TIERS, SchemeError, TierPolicy, load_scheme, text_problem
+from .core import TIERS, SchemeError, TierPolicy, blank, load_scheme, text_problem
 from .core.prompt import PromptError
 from .models.loading import ModelLoadError
-from .console import api_key_from, check_port, fail
+from .console import api_key_from, check_listen, fail
 from .service.config import ServiceConfig
 from lref_opensearch.cli import opensearch_app
 from lref_opensearch.store.demo import demo
@@ -47,7 +47,7 @@ def build_config(judge: Optional[str], model: Optional[str], adapter: Optional[s
                  min_tier: Optional[str], order: str, **extra) -> ServiceConfig:
     """Options left unset (None) come from the judge's card, else from the embedded defaults."""
     from .models.judge import CARD, ZERO_SHOT, JudgeError, judge_settings, resolve_judge
-    from .models.loading import pick_device
+    from .models.loading import check_model_spec, pick_device
 
     pick_device(device)  # an unknown device or a missing GPU is refused before any model is read
 
@@ -65,6 +65,7 @@ def build_config(judge: Optional[str], model: Optional[str], adapter: Optional[s
                         min_tier=min_tier or card_policy.get("min_tier", "Mid"), order_within_tier=order)
     policy.validate(load_scheme(scheme))
     settings.setdefault("adapter", adapter)
+    check_model_spec(settings["model"])  # a missing model or a file that is no GGUF, before anything starts
     return ServiceConfig(dtype=dtype, device=device, backend=backend, scheme=scheme, policy=policy, **settings, **extra)
 
 
@@ -136,7 +137,7 @@ def serve(
             fail(f"{option} must be a number >= {least}, got {value}")
     if not (0 < request_timeout_s and math.isfinite(request_timeout_s)):
         fail(f"--request-timeout-s must be a positive number of seconds, got {request_timeout_s}")
-    check_port("--port", port)
+    check_listen("--host", host, "--port", port)  # before the model loads, not after
     api_key = api_key_from(api_key_file)
     try:
         config = build_config(
@@ -170,9 +171,9 @@ def score(
     from .backends import ScoreJob, build_backend
     from .core import judge_all
 
-    if not query.strip():
-        fail("query must not be empty")
-    for what, text in [("query", query), *((f"title {i + 1}", t) for i, t in enumerate(titles))]:
+    if blank(query):
+        fail("query must not be empty (or only spaces and invisible characters)")
+    for what, text in [("query", query), *((f"title {i}", t) for i, t in enumerate(titles))]:
         if problem := text_problem(text):
             fail(f"{what}: {problem}")
     try:
@@ -180,7 +181,9 @@ def score(
         judge_backend = build_backend(config)
     except (SchemeError, ModelLoadError, PromptError) as exc:
         fail(str(exc))
-    probs = judge_backend.label_probs([ScoreJob(query, titles)])[0]
+    # the service's rule for long text: cut, never refused
+    cut = [title[: config.max_doc_chars] for title in titles]
+    probs = judge_backend.label_probs([ScoreJob(query[: config.max_query_chars], cut)])[0]
     judgments = judge_all(judge_backend.prompt.scheme, config.policy, probs.tolist())
     table = Table(title=f"query: {query}")
     table.add_column("#", justify="right")

@@ -328,6 +328,14 @@ def test_bad_options_are_one_line_and_exit_2(tmp_path, args, message):
     assert_refused(invoke(str(judgments), "--opensearch", f"http://127.0.0.1:{free_port()}", *args), message)
 
 
+def test_a_trec_query_line_with_a_space_for_its_tab_is_named(tmp_path):
+    (tmp_path / "run.qrels").write_text("101 0 d1 3\n")
+    (tmp_path / "queries.txt").write_text("101 cordless drill\n")
+    assert_refused(invoke(str(tmp_path / "run.qrels"), "--queries", str(tmp_path / "queries.txt"),
+                          "--opensearch", f"http://127.0.0.1:{free_port()}"),
+                   "'101 cordless drill' has a space where the TAB belongs")
+
+
 def test_trec_needs_queries_and_engine_checks(tmp_path, audit_stack):
     (tmp_path / "run.qrels").write_text("101 0 d1 3\n")
     assert_refused(invoke(str(tmp_path / "run.qrels")), "TREC qrels carry query ids only")

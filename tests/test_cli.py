@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -28,6 +29,8 @@ def lref(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
         (["serve", "--max-documents", "-1"], "--max-documents must be a number >= 1"),
         (["serve", "--company-wait-ms", "nan"], "--company-wait-ms must be a number >= 0"),
         (["serve", "--port", "99999"], "--port must be a TCP port"),
+        (["serve", "--host", "no-such-host.invalid"], "host 'no-such-host.invalid' does not resolve"),
+        (["serve", "--host", "192.0.2.1"], "cannot listen on 192.0.2.1:8000"),  # TEST-NET: no local address
     ],
 )
 def test_bad_cli_input_is_one_line_and_exit_2(args, fragment):
@@ -36,6 +39,55 @@ def test_bad_cli_input_is_one_line_and_exit_2(args, fragment):
     assert fragment in result.stderr
     assert "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_serve_on_a_busy_port_is_refused_before_the_model_loads():
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        result = lref("serve", "--port", str(busy.getsockname()[1]), "--model", "/no/such/model.gguf")
+    # the port is named, not the (missing) model: the port was checked first
+    assert result.returncode == 2 and "Address already in use" in result.stderr and "GGUF" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_hub_id_that_cannot_be_fetched_fails_at_once(tmp_path):
+    # HF_HUB_OFFLINE stands for a machine without the hub (this one has none either), and an
+    # empty hub cache for a model never downloaded
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    result = subprocess.run([sys.executable, "-m", "reranker.cli", "score", "q", "t", "--model", "owner/never-fetched"],
+                            capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 2 and "'owner/never-fetched'" in result.stderr and "local hub cache" in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+BAD_FILES = {  # name -> (bytes, what the error says)
+    "random.gguf": (bytes(range(256)) * 8, "is not a GGUF file"),
+    "empty.gguf": (b"", "is not a GGUF file"),
+    # a valid v3 header, then the file ends: only the GGUF reader itself can find out
+    "truncated.gguf": (b"GGUF" + (3).to_bytes(4, "little") + (5).to_bytes(8, "little") + (3).to_bytes(8, "little") + b"\x01",
+                       "cannot read this GGUF model"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_FILES))
+def test_a_bad_gguf_file_is_one_line_and_exit_2(tmp_path, name, monkeypatch):
+    data, fragment = BAD_FILES[name]
+    (tmp_path / name).write_bytes(data)
+    monkeypatch.setenv("LREF_CACHE", str(tmp_path / "cache"))
+    result = lref("score", "q", "t", "--model", str(tmp_path / name))
+    assert result.returncode == 2 and fragment in result.stderr and "Traceback" not in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    models = tmp_path / "cache" / "models"
+    assert not models.exists() or not any(models.iterdir())  # no half-converted model left behind
+
+
+def test_a_binary_scheme_file_is_one_line_and_exit_2(tmp_path):
+    (tmp_path / "scheme.json").write_bytes(bytes(range(256)))
+    result = lref("score", "q", "t", "--scheme", str(tmp_path / "scheme.json"))
+    assert result.returncode == 2 and "cannot read it as UTF-8 text" in result.stderr and "Traceback" not in result.stderr
 
 
 @pytest.mark.parametrize("content, fragment", [

@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from conftest import Server, free_port
+from engine import lref
 
 QUERY = "cordless drill"
 INDEX = "lref-demo-test"
@@ -30,7 +31,7 @@ class Demo(Server):
         self.reranker_url = f"http://127.0.0.1:{self.reranker_port}"
         self.log = open(log_path, "w+")
         cmd = [sys.executable, "-m", "reranker.cli", "demo", "--port", str(self.port),
-               "--opensearch-port", str(node.port), "--reranker-port", str(self.reranker_port),
+               "--opensearch-port", str(node.port), "--opensearch-state", str(node.state), "--reranker-port", str(self.reranker_port),
                "--model", str(model), "--catalog", "sample", "--index", INDEX, "--size", "20", "--read-timeout-s", "10"]
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
 
@@ -127,6 +128,10 @@ def test_search_api_reports_what_the_reranker_judged(demo):
         assert item["label"] == j["label"] and not j["keep"]
         assert item["probabilities"] == pytest.approx(j["probabilities"], abs=1e-4)
     assert httpx.get(f"{demo.url}/api/search", params={"q": " "}).status_code == 400
+    for bad in ({"q": "drill", "size": "lots"}, {"q": "x" * 501}):  # one error shape: {"error": ...}, input not echoed
+        refused = httpx.get(f"{demo.url}/api/search", params=bad)
+        assert refused.status_code == 422 and set(refused.json()) == {"error", "details"}, refused.text
+        assert "x" * 100 not in refused.text
     info = httpx.get(f"{demo.url}/api/info").json()
     assert info["products"] == len(Path(_sample()).read_text().splitlines()) and info["index"] == INDEX
 
@@ -153,7 +158,8 @@ def test_sample_catalog_is_valid_and_sized():
         (["--port", "70000"], "--port must be a port number"),
         (["--size", "0"], "--size must be between 1 and 100"),
         (["--reranker-url", "ftp://x"], "reranker URL must look like"),
-        (["--port", "BUSY"], "is in use"),
+        (["--model", "/no/such/model.gguf"], "GGUF file not found"),
+        (["--port", "BUSY"], "Address already in use"),
     ],
 )
 def test_bad_demo_input_is_one_line_and_exit_2(args, message):
@@ -179,14 +185,18 @@ def _one_line_exit_2(done, message: str) -> None:
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
 
 
-def test_a_reranker_that_fails_to_load_is_one_line_and_stopped():
+def test_a_reranker_that_fails_to_load_is_one_line_and_stopped(tmp_path):
+    # A GGUF header and nothing after it: the file passes the checks made before anything starts,
+    # and only the reranker's loading finds it broken.
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(b"GGUF" + (3).to_bytes(4, "little") + bytes(16))
     reranker_port = free_port()
     done = subprocess.run(
-        [sys.executable, "-m", "reranker.cli", "demo", "--catalog", "sample", "--model", "/no/such/model",
+        [sys.executable, "-m", "reranker.cli", "demo", "--catalog", "sample", "--model", str(broken),
          "--opensearch-url", f"http://127.0.0.1:{free_port()}", "--reranker-port", str(reranker_port),
          "--port", str(free_port())], capture_output=True, text=True, timeout=300)
     _one_line_exit_2(done, "the reranker exited with code 2: model failed to load")
-    assert "/no/such/model" in done.stderr and "INFO" not in done.stderr  # its own error line, not uvicorn's
+    assert "broken.gguf" in done.stderr and "INFO" not in done.stderr  # its own error line, not uvicorn's
     assert not answers(f"http://127.0.0.1:{reranker_port}/health")
 
 
@@ -200,9 +210,16 @@ def test_an_opensearch_error_after_start_is_one_line(opensearch_node):
     _one_line_exit_2(done, "index 'Not-Lowercase' is not a valid OpenSearch index name")
 
 
+def test_down_refuses_a_node_a_running_demo_uses(demo, opensearch_node):
+    refused = lref("opensearch", "down", "--port", str(opensearch_node.port), "--state", str(opensearch_node.state))
+    _one_line_exit_2(refused, f"is in use by lref demo (pid {demo.proc.pid})")
+    assert answers(demo.url + "/health") and answers(opensearch_node.url)
+
+
 def test_ctrl_c_stops_what_it_started_and_leaves_the_reused_node(demo, opensearch_node):
     assert answers(demo.reranker_url + "/health") and answers(demo.url + "/health")
     assert demo.interrupt() == 0
+    assert not list((opensearch_node.state / "users").glob("*"))  # its mark on the node went with it
     out = demo.output()
     assert "reusing OpenSearch" in out and "stopping the reranker" in out and "stopping OpenSearch" not in out
     assert not answers(demo.url + "/health")

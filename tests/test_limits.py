@@ -68,6 +68,16 @@ def test_huge_documents_are_truncated_in_bounded_memory(server):
     assert peak_rss_mb(server.proc.pid) - before < 256  # MiB, for ~10 MB of request body
 
 
+def test_a_long_query_is_cut_not_refused(server):
+    """One rule for long text: queries, like documents, are cut (at 2,000 characters, then at the
+    judge's query tokens), never refused."""
+    long_query = "cordless drill " * 10_000
+    judged = post(server, "/v1/classify", {"query": long_query, "documents": ["drill"]})
+    assert judged.status_code == 200, judged.text
+    cut = post(server, "/v1/classify", {"query": long_query[:2000], "documents": ["drill"]}).json()["results"][0]
+    assert judged.json()["results"][0]["probabilities"] == pytest.approx(cut["probabilities"], abs=1e-5)
+
+
 def test_thousands_of_documents_up_to_the_limit(server):
     docs = [f"cordless drill model {i}" for i in range(1000)]  # the default --max-documents
     full = post(server, "/v1/rerank", {"query": "cordless drill", "documents": docs})
@@ -116,7 +126,7 @@ def test_a_request_that_fails_in_the_model_fails_alone(tiny_model_dir):
 
 @pytest.mark.parametrize("argv, fragment", [
     ([b"dr\xffill", b"a title"], "query: not valid UTF-8 text"),
-    ([b"drill", b"ok", b"ti\xfetle"], "title 2: not valid UTF-8 text"),
+    ([b"drill", b"ok", b"ti\xfetle"], "title 1: not valid UTF-8 text"),
 ])
 def test_cli_refuses_bytes_that_are_not_text(tiny_model_dir, argv, fragment):
     cmd = [sys.executable.encode(), b"-m", b"reranker.cli", b"score", *argv, b"--model", str(tiny_model_dir).encode()]
@@ -137,6 +147,9 @@ JUDGMENT = b'{"query": "cordless drill", "product_id": "p1", "title": "cordless 
     (JUDGMENT.replace(b"18v", rb"18\ud800v"), "judgments.jsonl:2: 'title': not valid UTF-8 text"),
     (b'["cordless drill", 4]', "judgments.jsonl:2: expected a JSON object"),
     (JUDGMENT.replace(b'"cordless drill 18v"', b'""'), "row 2: needs a non-empty query and title"),
+    # past CPython's int digit limit and its recursion limit: ValueError / RecursionError inside json
+    (JUDGMENT.replace(b'"p1"', b"9" * 5000), "judgments.jsonl:2: a number with too many digits"),
+    (b'{"query": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "judgments.jsonl:2: JSON nested too deeply"),
 ])
 def test_judgments_that_cannot_be_used_are_refused_by_line(tmp_path, line, fragment):
     from reranker.core import load_scheme
@@ -147,6 +160,22 @@ def test_judgments_that_cannot_be_used_are_refused_by_line(tmp_path, line, fragm
     with pytest.raises(ConfigError) as refused:
         split(DataConfig(train="judgments.jsonl"), load_scheme(), 0, lambda name: tmp_path / name)
     assert fragment in str(refused.value)  # the second line: the first is a good one
+
+
+@pytest.mark.parametrize("name, data, fragment", [
+    ("judgments.jsonl", b"\n\n", "holds no judgments"),
+    ("judgments.parquet", bytes(range(256)) * 4, "not a readable parquet file"),
+    ("judgments.csv", b"query,title,level\n" + b'"' + b"x" * 200_000 + b'",t,4\n', "not a readable CSV file"),
+])
+def test_judgment_files_that_are_empty_or_not_their_format_are_refused(tmp_path, name, data, fragment):
+    from reranker.core import load_scheme
+    from training.config import ConfigError, DataConfig
+    from training.data import split
+
+    (tmp_path / name).write_bytes(data)
+    with pytest.raises(ConfigError) as refused:
+        split(DataConfig(train=name), load_scheme(), 0, lambda file: tmp_path / file)
+    assert fragment in str(refused.value)
 
 
 def test_train_refuses_a_bad_judgments_file_in_one_line(tiny_model_dir, tmp_path):

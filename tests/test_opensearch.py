@@ -96,6 +96,17 @@ def test_pipeline_reorders_tiers_and_drops_bad(stack, engine_reranker):
     assert ids(search(stack, None)) == bm25  # no pipeline: plain BM25, untouched
 
 
+def test_an_updated_connector_says_what_changed():
+    from lref_plugin.install import InstallSpec, connector_body, connector_changes
+
+    old = connector_body(InstallSpec(read_timeout_s=30))  # e.g. a demo's connector, before both defaulted to 10 s
+    new = connector_body(InstallSpec(reranker_url="http://localhost:8000"))
+    assert connector_changes(old, new) == "url http://127.0.0.1:8000/v1/rerank -> http://localhost:8000/v1/rerank, " \
+                                          "read_timeout 30 -> 10 s"
+    assert connector_changes(new, connector_body(InstallSpec(reranker_url="http://localhost:8000", api_key="k"))) \
+        == "API key or other settings"
+
+
 def test_install_is_idempotent_and_updates_in_place(stack, engine_reranker):
     again = install(stack, engine_reranker.url)
     assert again.returncode == 0, again.stderr
@@ -229,6 +240,23 @@ def test_load_rejects_bad_catalog_before_indexing(opensearch_node, tmp_path):
     long_id.write_text(json.dumps({"product_id": "x" * 1000, "title": "ok"}) + "\n")
     done = lref("opensearch", "load", str(long_id), "--opensearch", opensearch_node.url, "--index", "never-made")
     assert done.returncode == 2 and "longer than 512 bytes" in done.stderr
+    # a value of the wrong type for the mapping is found by the reader, before any product goes in
+    typed = tmp_path / "typed.jsonl"
+    typed.write_text('{"product_id": "a1", "title": "ok"}\n{"product_id": "a2", "title": "ok"}\n'
+                     '{"product_id": "a3", "title": "ok", "price": "cheap"}\n')
+    done = lref("opensearch", "load", str(typed), "--opensearch", opensearch_node.url, "--index", "never-made")
+    assert done.returncode == 2 and "typed.jsonl:3: price is not a number (float field): \"cheap\"" in done.stderr
+    # one OpenSearch itself refuses (a keyword term past Lucene's 32,766 bytes): the index this load
+    # created is removed again, not left holding the products before it
+    immense = tmp_path / "immense.jsonl"
+    immense.write_text('{"product_id": "a1", "title": "ok"}\n{"product_id": "a2", "title": "ok"}\n'
+                       + json.dumps({"product_id": "a3", "title": "ok", "color": "x" * 40_000}) + "\n")
+    done = lref("opensearch", "load", str(immense), "--opensearch", opensearch_node.url, "--index", "never-made")
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]  # the rest: the progress bar
+    assert done.returncode == 2 and len(errors) == 1 and errors[0].startswith(
+        "error: 1 product(s) were refused by OpenSearch (index never-made removed again, nothing loaded); "
+        "first: product_id a3: Document contains at least one immense term"), done.stderr
+    assert httpx.head(f"{opensearch_node.url}/never-made").status_code == 404
 
 
 def test_a_failed_up_leaves_no_jvm_and_a_busy_port_starts_nothing(opensearch_node):

@@ -110,7 +110,9 @@ def test_concurrent_requests_share_forward_passes_and_match_sequential(server):
         ({"query": "drill", "documents": ["a"], "colour": "x"}, 422, "colour"),
         ({"query": "drill", "documents": ["a"], "top_n": 0}, 422, "top_n"),
         ({"query": "drill", "documents": ["a"], "rank_fields": ["price"]}, 422, "rank_fields"),
-        ({"query": "d" * 2001, "documents": ["a"]}, 422, "longer than"),
+        ({"query": "\u200b\u2060 \ufeff", "documents": ["a"]}, 422, "query must not be empty"),  # zero-width only
+        ({"query": "drill", "documents": [{"title": "a", "brand": "b"}], "rank_fields": ["brand"]}, 422,
+         "rank_fields must include 'title' or 'text'"),
         ({"documents": ["a"]}, 422, "query"),
         (["not", "an", "object"], 422, "invalid request"),
     ],

@@ -140,6 +140,23 @@ def test_class_balancing_upsamples_every_label_to_the_largest():
     assert Counter(r["label"] for r in capped) == {"Related": 3, "Irrelevant": 3, "Excellent": 3}
 
 
+def test_a_later_sft_pass_takes_the_rows_the_first_pass_left_out_first():
+    from collections import Counter
+
+    from training.config import SftConfig, SftPass
+    from training.sft import phases, plan
+
+    rows = [{"label": "Related", "i": i} for i in range(10)] + [{"label": "Irrelevant", "i": i} for i in range(3)]
+    cfg = SftConfig(balance_classes=True, rows_per_class=4, more_passes=[SftPass(6, 1e-4)], learning_rate=3e-4)
+    (first, first_rows, first_lr), (second, second_rows, second_lr) = plan(rows, cfg, seed=0)
+    assert (first, first_lr, second, second_lr) == ("label", 3e-4, "label@pass2", 1e-4)
+    assert first_rows == phases(rows, cfg.curriculum, True, 0, 4)[0][1]  # the first pass is as without more passes
+    related_before = {r["i"] for r in first_rows if r["label"] == "Related"}
+    related_now = [r["i"] for r in second_rows if r["label"] == "Related"]
+    assert Counter(r["label"] for r in second_rows) == {"Related": 6, "Irrelevant": 6}
+    assert len(set(related_now)) == 6 and len(set(related_now) - related_before) == 6  # 6 unseen rows remained
+
+
 def test_completion_loss_equals_the_models_own_loss_on_the_completion(tiny_model_dir):
     """The LM head run on completion positions only gives the loss of the full-vocabulary forward."""
     import torch
@@ -264,6 +281,9 @@ def test_exported_judge_serves_through_the_reranker(trained):
         ({"eval": {"betas": 0.5}}, "eval.betas: expected a list, each a number, got 0.5"),
         ({"select": {"enabled": "no"}}, "select.enabled: expected true/false"),
         ({"sft": {"label_loss": "rating"}}, "sft.label_loss: rating needs data.rating_field"),
+        ({"sft": {"more_passes": {"rows_per_class": 5}}}, "sft.more_passes: expected a list of mappings"),
+        ({"data": {"train": "judgments.jsonl", "max_train": -5}}, "data.max_train must be a positive whole number"),
+        ({"sft": {"more_passes": [{"rows_per_class": 5}]}}, "sft.more_passes[0]: rows_per_class (a positive"),
     ],
 )
 def test_bad_config_is_refused_before_training(trained, tmp_path, change, message):
@@ -287,6 +307,15 @@ def test_unknown_stage_and_labels_outside_the_scheme(trained, tmp_path):
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
     done = lref("train", "--config", str(tmp_path / "c.yaml"))
     assert done.returncode == 2 and "grade 7" in done.stderr and "map it with data.grade_map" in done.stderr
+
+
+def test_a_stage_run_before_its_inputs_exist_is_one_line_and_leaves_no_folder(trained, tmp_path):
+    config = yaml.safe_load((trained / "train.yaml").read_text())
+    config.update(run_dir=str(tmp_path / "fresh"), data={**config["data"], "train": str(trained / config["data"]["train"])})
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    done = lref("train", "--config", str(tmp_path / "c.yaml"), "--stage", "eval")
+    assert done.returncode == 2 and "run that stage first" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "fresh" / "eval").exists()
 
 
 def test_debias_pairs_prefer_the_gold_label_over_an_over_grade(tiny_model_dir):

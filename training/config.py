@@ -79,6 +79,14 @@ class LoraConfig:
 
 
 @dataclass
+class SftPass:
+    """A later pass of SFT: the curriculum again over a fresh class-balanced sample."""
+
+    rows_per_class: int = 0
+    learning_rate: float = 0.0
+
+
+@dataclass
 class SftConfig:
     epochs: float = 1.0
     learning_rate: float = 2e-4
@@ -104,6 +112,10 @@ class SftConfig:
     # a level's centre being the mean rating of its training rows.
     label_loss: str = "token"
     rating_sigma: float = 0.3
+    # Passes after the first, each a resumable phase with its own warm-up and cosine decay, that
+    # continues the adapter on `rows_per_class` rows per label, taking the rows earlier passes left
+    # out first: more of the data seen without retraining the first pass.
+    more_passes: list[SftPass] = field(default_factory=list)
 
 
 @dataclass
@@ -238,6 +250,12 @@ def _build(cls, raw: Any, where: str):
         if is_dataclass(default):
             values[name] = _build(type(default), value, f"{where}.{name}")
             continue
+        item = (typing.get_args(hints[name]) or [None])[0]
+        if typing.get_origin(hints[name]) is list and is_dataclass(item):
+            if not isinstance(value, list):
+                raise ConfigError(f"{where}.{name}: expected a list of mappings, got {type(value).__name__}")
+            values[name] = [_build(item, v, f"{where}.{name}[{i}]") for i, v in enumerate(value)]
+            continue
         if not _conforms(value, hints[name]):
             shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
             raise ConfigError(f"{where}.{name}: expected {_describe(hints[name])}, got {shown}")
@@ -276,6 +294,9 @@ def validate(config: TrainConfig) -> TrainConfig:
             scheme.level(str(target))
         except SchemeError as exc:
             raise ConfigError(f"data.grade_map: {raw!r} -> {target!r}: {exc}") from exc
+    for name in ("max_train", "max_eval"):
+        if getattr(config.data, name) is not None and getattr(config.data, name) < 1:
+            raise ConfigError(f"data.{name} must be a positive whole number (rows), got {getattr(config.data, name)}")
     if not 0.0 < config.data.eval_fraction < 1.0:
         raise ConfigError("data.eval_fraction must be between 0 and 1")
     bad_styles = sorted(set(config.cot.styles) - {"EE", "RA", "DR"})
@@ -308,6 +329,10 @@ def validate(config: TrainConfig) -> TrainConfig:
         raise ConfigError("sft.rating_sigma must be a positive number")
     if config.sft.rows_per_class is not None and config.sft.rows_per_class < 1:
         raise ConfigError("sft.rows_per_class must be a positive whole number")
+    for i, extra in enumerate(config.sft.more_passes):
+        if extra.rows_per_class < 1 or not 0 < extra.learning_rate < float("inf"):
+            raise ConfigError(f"sft.more_passes[{i}]: rows_per_class (a positive whole number) and learning_rate "
+                              "(a positive number) are required")
     spec = config.prompt  # its fields' types were checked in _build
     if not spec.instruction.strip():
         raise ConfigError("prompt.instruction must be 'default', 'compact' or the instruction's text")
@@ -329,6 +354,10 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Tr
         raise ConfigError(f"{path}: not a text (UTF-8) file") from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+    except RecursionError:
+        raise ConfigError(f"{path}: YAML nested too deeply") from None
+    except ValueError:  # an integer past CPython's digit limit
+        raise ConfigError(f"{path}: a number with too many digits") from None
     if overrides and isinstance(raw, dict):
         raw.update(overrides)
     config = _build(TrainConfig, raw, path.name)

@@ -26,11 +26,17 @@ def _records(path: Path, fmt: str) -> list[dict]:
         return [record for _, record in jsonl_objects(path, ConfigError)]
     if fmt == "csv":
         with path.open(newline="", encoding="utf-8", errors="replace") as handle:
-            return list(csv.DictReader(handle))
+            try:
+                return list(csv.DictReader(handle))
+            except csv.Error as exc:  # e.g. a field past the csv module's size limit
+                raise ConfigError(f"{path}: not a readable CSV file ({exc})") from None
     if fmt == "esci":
         import pandas as pd
 
-        return pd.read_parquet(path).to_dict("records")
+        try:
+            return pd.read_parquet(path).to_dict("records")
+        except Exception as exc:  # pyarrow's errors for a file that is no parquet are many and not one type
+            raise ConfigError(f"{path}: not a readable parquet file ({type(exc).__name__})") from None
     raise ConfigError(f"{path}: cannot tell the format from the suffix; set data.format to jsonl, csv or esci")
 
 
@@ -106,9 +112,13 @@ def class_mix(rows: list[dict]) -> dict[str, int]:
 def split(cfg: DataConfig, scheme: LabelScheme, seed: int, resolve) -> tuple[list[dict], list[dict], dict]:
     train_path = resolve(cfg.train)
     train = normalise(_records(train_path, cfg.format), cfg, scheme, train_path)
+    if not train:
+        raise ConfigError(f"data.train: {train_path} holds no judgments")
     if cfg.eval:
         eval_path = resolve(cfg.eval)
         evaluation = normalise(_records(eval_path, cfg.format), cfg, scheme, eval_path)
+        if not evaluation:
+            raise ConfigError(f"data.eval: {eval_path} holds no judgments")
     else:
         evaluation = [r for r in train if _in_eval(r["query"], cfg.eval_fraction, seed)]
         train = [r for r in train if not _in_eval(r["query"], cfg.eval_fraction, seed)]

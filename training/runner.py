@@ -244,9 +244,15 @@ class Run:
                 continue
             self.log(f"stage {name}")
             _seed(self.config.seed)
+            fresh = not self.dir(name).exists()
             self.dir(name).mkdir(parents=True, exist_ok=True)
             started = time.monotonic()
-            metrics = {**self.stage(name)(), "seconds": round(time.monotonic() - started, 1)}
+            try:
+                metrics = {**self.stage(name)(), "seconds": round(time.monotonic() - started, 1)}
+            except BaseException:
+                if fresh and not any(self.dir(name).iterdir()):  # a stage that failed at once leaves no empty folder
+                    self.dir(name).rmdir()
+                raise
             (self.dir(name) / "metrics.json").write_text(json.dumps(metrics, indent=1))
             mark.write_text("ok")
             done.append((name, "ran"))

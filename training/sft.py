@@ -30,9 +30,10 @@ def phases(rows: list[dict], curriculum: list[str], balance: bool = False, seed:
     return [(style, balanced(group, seed, per_class) if balance else group) for style, group in groups]
 
 
-def balanced(rows: list[dict], seed: int, per_class: int | None = None) -> list[dict]:
+def balanced(rows: list[dict], seed: int, per_class: int | None = None, seen: frozenset[int] = frozenset()) -> list[dict]:
     """Every label brought to the same count (seeded): the largest label's, or `per_class` — a
-    larger label is then sampled down without replacement, a smaller one up with it."""
+    larger label is then sampled down without replacement, a smaller one up with it. Rows whose
+    id() is in `seen` (trained on by an earlier pass) are taken only when the others run out."""
     by_label: dict[str, list[dict]] = {}
     for row in rows:
         by_label.setdefault(row["label"], []).append(row)
@@ -41,8 +42,28 @@ def balanced(rows: list[dict], seed: int, per_class: int | None = None) -> list[
     out = []
     for label in sorted(by_label):
         group = by_label[label]
-        out += rng.sample(group, target) if len(group) >= target else group + rng.choices(group, k=target - len(group))
+        fresh = [r for r in group if id(r) not in seen]  # all of the group when nothing was seen
+        if len(fresh) >= target:
+            out += rng.sample(fresh, target)
+        elif len(group) >= target:
+            out += fresh + rng.sample([r for r in group if id(r) in seen], target - len(fresh))
+        else:
+            out += group + rng.choices(group, k=target - len(group))
     rng.shuffle(out)
+    return out
+
+
+def plan(rows: list[dict], cfg: SftConfig, seed: int) -> list[tuple[str, list[dict], float]]:
+    """(name, rows, learning rate) of every phase: the curriculum's phases, then those of each of
+    `cfg.more_passes` over a fresh balanced sample (seed + pass number) that prefers unseen rows."""
+    first = phases(rows, cfg.curriculum, cfg.balance_classes, seed, cfg.rows_per_class)
+    out = [(style, group, cfg.learning_rate) for style, group in first]
+    seen = {id(r) for _, group in first for r in group}
+    for number, extra in enumerate(cfg.more_passes, start=2):
+        for style, group in phases(rows, cfg.curriculum):
+            sample = balanced(group, seed + number - 1, extra.rows_per_class, frozenset(seen))
+            seen |= {id(r) for r in sample}
+            out.append((f"{style}@pass{number}", sample, extra.learning_rate))
     return out
 
 
@@ -173,10 +194,10 @@ def train(base: str, rows: list[dict], prompt: PromptFormat, cfg: SftConfig, out
     lora = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
                       target_modules=targets, layers_to_transform=list(top) if top else None,
                       task_type="CAUSAL_LM") if cfg.lora.enabled else None
-    trained = phases(rows, cfg.curriculum, cfg.balance_classes, seed, cfg.rows_per_class)
-    counts = {style: len(phase_rows) for style, phase_rows in trained}
-    for index, (style, phase_rows) in enumerate(trained):
-        phase_dir = out / f"phase{index}-{style}"
+    trained = plan(rows, cfg, seed)
+    counts = {style: len(phase_rows) for style, phase_rows, _ in trained}
+    for index, (style, phase_rows, learning_rate) in enumerate(trained):
+        phase_dir = out / f"phase{index}-{style.split('@')[0]}"
         final = phase_dir / "final"
         if (phase_dir / DONE).exists():
             log(f"sft phase {style}: done earlier, loading it")
@@ -185,7 +206,7 @@ def train(base: str, rows: list[dict], prompt: PromptFormat, cfg: SftConfig, out
             continue
         log(f"sft phase {style}: {len(phase_rows)} rows")
         args = SFTConfig(
-            output_dir=str(phase_dir), num_train_epochs=cfg.epochs, learning_rate=cfg.learning_rate,
+            output_dir=str(phase_dir), num_train_epochs=cfg.epochs, learning_rate=learning_rate,
             per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
             max_length=cfg.max_length, completion_only_loss=True, seed=seed, data_seed=seed,
             gradient_checkpointing=False,  # TRL's default trades ~30% more compute for memory a 135M model does not need

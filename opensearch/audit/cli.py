@@ -22,7 +22,7 @@ out = Console()
 
 
 def _check_numbers(size: int, k: int, rel_level: int, pipelines: list[str], timeout: float, worst: int,
-                   out_dir: Path) -> None:
+                   out_dir: Path, limit: int | None) -> None:
     """Everything checkable before a single search runs."""
     from .search import BASELINE
 
@@ -30,6 +30,8 @@ def _check_numbers(size: int, k: int, rel_level: int, pipelines: list[str], time
         raise AuditError(f"--timeout must be a finite number of seconds >= 1, got {timeout}")
     if worst < 0:
         raise AuditError(f"--worst must be 0 or more, got {worst}")
+    if limit is not None and limit < 1:  # checked here, not by typer, whose usage errors span several lines
+        raise AuditError(f"--limit must be 1 or more, got {limit}")
     if out_dir.exists() and not out_dir.is_dir():
         raise AuditError(f"--out {out_dir} is a file, not a folder for the report")
     if k < 1 or size < k:
@@ -72,7 +74,7 @@ def audit(
     fmt: str = typer.Option("auto", "--format", help="auto | jsonl | trec | srw | quepid"),
     queries: Optional[Path] = typer.Option(None, help="query set: JSONL (query, query_id) or QID<TAB>TEXT lines; needed for TREC"),
     grades: str = typer.Option(DEFAULT_GRADES, help="numeric grade -> level for trec, srw and quepid ratings"),
-    limit: Optional[int] = typer.Option(None, min=1, help="run only the first N queries of the set"),
+    limit: Optional[int] = typer.Option(None, help="run only the first N queries of the set"),
     opensearch: str = typer.Option("http://127.0.0.1:9200", help="OpenSearch URL"),
     index: str = typer.Option("products", help="index to search"),
     pipeline: list[str] = typer.Option(["lref-rerank"], help="search pipeline compared with the baseline (repeatable)"),
@@ -99,7 +101,7 @@ def audit(
 
     started = time.monotonic()
     try:
-        _check_numbers(size, k, rel_level, pipeline, timeout, worst, out_dir)
+        _check_numbers(size, k, rel_level, pipeline, timeout, worst, out_dir, limit)
         runs = [search.BASELINE, *pipeline]
         gates = (gate.parse(fail_under or [], True, runs, runs[1], k)
                  + gate.parse(fail_over or [], False, runs, runs[1], k))

@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from reranker.core import jsonl_objects
+from reranker.core import json_value, jsonl_objects
 
 from . import AuditError
 from .levels import LEVEL_NAMES, level_from_relevance, to_level
@@ -115,10 +114,7 @@ def _trec(path: Path, text: str, grades: dict[float, int]) -> Judgments:
 
 
 def _srw(path: Path, text: str, grades: dict[float, int]) -> Judgments:
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise AuditError(f"{path}: not JSON ({exc.msg})") from exc
+    data = json_value(text, str(path), AuditError)
     entries = data.get("judgmentRatings") if isinstance(data, dict) else data
     if not isinstance(entries, list):
         raise AuditError(f"{path}: not a Search Relevance Workbench judgment list (no judgmentRatings)")
@@ -215,5 +211,9 @@ def query_set(judgments: Judgments, queries: dict[str, str] | None, limit: int |
     if limit:
         chosen = dict(list(chosen.items())[:limit])
     if not any(judgments.qrels.get(qid) for qid in chosen):
+        spaced = next((qid for qid in chosen if " " in qid and qid.split(" ", 1)[0] in judgments.qrels), None)
+        if judgments.format == "trec" and spaced:  # `101 cordless drill`: a space where the TAB belongs
+            raise AuditError(f"none of the query ids matches the qrels: lines must be QID<TAB>TEXT, and "
+                             f"{spaced!r} has a space where the TAB belongs")
         raise AuditError(f"empty set: none of the {len(chosen)} queries to run has a judgment")
     return chosen

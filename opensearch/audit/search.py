@@ -12,6 +12,7 @@ from opensearchpy.exceptions import ConnectionTimeout, TransportError
 from tqdm import tqdm
 
 from lref_plugin.install import reason
+from reranker.core import json_value
 
 from . import AuditError
 
@@ -46,9 +47,10 @@ def load_template(path: Path | None, field_name: str) -> dict:
     if path is None:
         return {"query": {"match": {field_name: PLACEHOLDER}}}
     try:
-        template = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
         raise AuditError(f"cannot read the search template {path}: {exc}") from exc
+    template = json_value(text, f"the search template {path}", AuditError)
     if not isinstance(template, dict) or PLACEHOLDER not in json.dumps(template):
         raise AuditError(f"the search template {path} must be a JSON object with a \"{PLACEHOLDER}\" string")
     return template

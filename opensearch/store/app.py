@@ -17,6 +17,8 @@ import httpx
 from fastapi import FastAPI, Query
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
+from reranker.service.errors import install_error_handlers  # fastapi only: no torch
+
 PIPELINE = "lref-rerank"
 SOURCE_FIELDS = ["title", "brand", "category", "price", "color", "size"]
 MATCH_FIELDS = ["title^3", "brand", "category"]
@@ -167,6 +169,7 @@ def create_store_app(config: StoreConfig) -> FastAPI:
             yield
 
     app = FastAPI(title="lref demo store", lifespan=lifespan, docs_url=None, redoc_url=None)
+    install_error_handlers(app)  # the reranker's error shape, {"error": ...}, for the store's own errors too
 
     @app.get("/", response_class=HTMLResponse)
     async def page() -> HTMLResponse:

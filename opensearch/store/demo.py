@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -20,7 +19,8 @@ import httpx
 import typer
 from rich.console import Console
 
-from reranker.console import fail
+from lref_plugin.install import DEFAULT_READ_TIMEOUT_S
+from reranker.console import bind_problem, fail
 
 from .app import StoreConfig, create_store_app, model_name
 
@@ -61,16 +61,6 @@ def judge_args(judge: dict) -> list[str]:
         if value is not None:
             args += [f"--{name.replace('_', '-')}", str(value)]
     return args
-
-
-def port_free(host: str, port: int) -> bool:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: a stopped server's TIME_WAIT is not "in use"
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-    return True
 
 
 def catalog_fingerprint(path: Path) -> str:
@@ -125,11 +115,12 @@ class Reranker:
 def node_up_or_reused(settings, started: contextlib.ExitStack, timeout_s: float) -> str:
     """Reuse whatever answers at the node's URL (ours or not); otherwise start one and register
     its stop. Returns the node's URL."""
-    from ..node import down, http_json, read_pid, start, wait_healthy
+    from ..node import add_user, down, http_json, read_pid, start, wait_healthy
 
     if read_pid(settings) is not None:
         wait_healthy(settings, timeout_s)
         out.print(f"reusing OpenSearch at {settings.url} (left running on exit)")
+        started.callback(add_user(settings, "lref demo").unlink, missing_ok=True)
     elif http_json(settings.url) is not None:
         out.print(f"reusing OpenSearch at {settings.url} (left running on exit)")
     else:
@@ -139,6 +130,7 @@ def node_up_or_reused(settings, started: contextlib.ExitStack, timeout_s: float)
 
         started.callback(stop_node)
         start(settings, timeout_s=timeout_s, log=out.print)
+        started.callback(add_user(settings, "lref demo").unlink, missing_ok=True)  # runs before stop_node
         out.print(f"OpenSearch is up at {settings.url}")
     return settings.url
 
@@ -192,11 +184,12 @@ def demo(
     size: int = typer.Option(20, help="hits per search (the page can change it)"),
     opensearch_port: int = typer.Option(9200, help="port of the local node to reuse or start on 127.0.0.1"),
     transport_port: int = typer.Option(9300, help="transport port of a node it starts"),
+    opensearch_state: Optional[Path] = typer.Option(None, help="state dir of the local node (as `lref opensearch up --state`)"),
     heap: Optional[str] = typer.Option(None, help="JVM heap of a node it starts (default: a quarter of RAM, 1g to 4g)"),
     opensearch_url: Optional[str] = typer.Option(None, help="use this OpenSearch instead of a local node"),
     reranker_port: int = typer.Option(8000, help="port for the reranker it starts"),
     reranker_url: Optional[str] = typer.Option(None, help="use this running reranker instead of starting one (judge options then unused)"),
-    read_timeout_s: int = typer.Option(30, help="connector read timeout; past it a search keeps BM25 order"),
+    read_timeout_s: int = typer.Option(DEFAULT_READ_TIMEOUT_S, help="connector read timeout in seconds; past it a search keeps BM25 order"),
     timeout: float = typer.Option(900, help="seconds to wait for the node, and for the reranker to load its model"),
 ) -> None:
     """Start (or reuse) OpenSearch, start the reranker, load a catalog, install the pipeline and serve
@@ -210,9 +203,9 @@ def demo(
     from reranker.models.loading import ModelLoadError
 
     from .. import artifacts
-    from ..catalog import CatalogError, read_catalog
+    from ..catalog import CatalogError, check_index_name, read_catalog
     from ..java import JavaError
-    from ..node import NodeError, NodeSettings, default_heap
+    from ..node import NodeError, NodeSettings, default_heap, heap_problem
 
     # Everything that can be checked is checked before anything starts.
     for option, value in (("--port", port), ("--opensearch-port", opensearch_port),
@@ -221,6 +214,14 @@ def demo(
             fail(f"{option} must be a port number (1-65535), got {value}")
     if not 1 <= size <= 100:
         fail(f"--size must be between 1 and 100, got {size}")
+    if not 0 < timeout < float("inf"):  # nan fails this too
+        fail(f"--timeout must be a positive number of seconds, got {timeout}")
+    if heap is not None and (problem := heap_problem(heap)):
+        fail(f"--heap: {problem}")
+    try:
+        check_index_name(index)
+    except CatalogError as exc:
+        fail(str(exc))
     try:
         config = build_config(**judge)
     except (SchemeError, ModelLoadError) as exc:
@@ -230,11 +231,13 @@ def demo(
         products = len(read_catalog(path))
     except CatalogError as exc:
         fail(str(exc))
-    if not port_free(host, port):
-        fail(f"the store's port {port} on {host} is in use (choose another with --port)")
-    if reranker_url is None and not port_free("127.0.0.1", reranker_port):
-        fail(f"port {reranker_port} is in use: choose --reranker-port, or pass a running reranker with --reranker-url")
-    settings = NodeSettings(http_port=opensearch_port, transport_port=transport_port, heap=heap or default_heap())
+    if problem := bind_problem(host, port):
+        fail(f"the store cannot listen on {host}:{port}: {problem} (choose another --host / --port)")
+    if reranker_url is None and (problem := bind_problem("127.0.0.1", reranker_port)):
+        fail(f"the reranker cannot listen on port {reranker_port}: {problem} (choose --reranker-port, or pass "
+             "a running reranker with --reranker-url)")
+    settings = NodeSettings(http_port=opensearch_port, transport_port=transport_port, heap=heap or default_heap(),
+                            state=opensearch_state)
     spec = InstallSpec(opensearch_url=opensearch_url or settings.url,
                        reranker_url=reranker_url or f"http://127.0.0.1:{reranker_port}",
                        read_timeout_s=read_timeout_s, min_tier=config.policy.min_tier, scheme=config.scheme)

@@ -8,7 +8,7 @@ from .prompt import (
     DEFAULT_PRODUCT_FIELDS, TITLE_FIELDS, EncodedPair, PromptError, PromptFormat, PromptSpec, compact_instruction,
     default_instruction, product_text,
 )
-from .records import RecordError, jsonl_objects, text_problem
+from .records import RecordError, blank, json_value, jsonl_objects, text_problem
 from .scoring import LabelHead, label_probs_from_logits
 from .tiering import (
     Judgment, TierPolicy, cumpt_index, decode_score, encode_score, judge, judge_all, keeps, tier_from_score, tier_rank,
@@ -18,7 +18,7 @@ __all__ = [
     "TIERS", "LabelScheme", "Level", "SchemeError", "builtin_schemes", "load_scheme",
     "DEFAULT_PRODUCT_FIELDS", "TITLE_FIELDS", "EncodedPair", "PromptError", "PromptFormat", "PromptSpec", "compact_instruction",
     "default_instruction", "product_text",
-    "RecordError", "jsonl_objects", "text_problem",
+    "RecordError", "blank", "json_value", "jsonl_objects", "text_problem",
     "LabelHead", "label_probs_from_logits",
     "Judgment", "TierPolicy", "cumpt_index", "decode_score", "encode_score", "judge", "judge_all", "keeps",
     "tier_from_score", "tier_rank",

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+from .records import json_value
+
 # Tiers, best first. Every scheme maps its levels onto these.
 TIERS: tuple[str, ...] = ("Good", "Mid", "Bad")
 
@@ -90,7 +92,7 @@ def load_scheme(name_or_path: str = "four_level") -> LabelScheme:
     if not path.is_file():
         raise SchemeError(f"unknown label scheme {name_or_path!r}: use one of {sorted(schemes)} or a JSON file")
     try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise SchemeError(f"label scheme file {path}: not valid JSON ({exc})") from None
-    return scheme_from_dict(path.stem, data)
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SchemeError(f"label scheme file {path}: cannot read it as UTF-8 text ({exc.__class__.__name__})") from None
+    return scheme_from_dict(path.stem, json_value(text, f"label scheme file {path}", SchemeError))

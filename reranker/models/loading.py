@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -91,8 +92,12 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> Path:
     work = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=".convert-"))
     try:
         kw = {"gguf_file": gguf_path.name}
-        tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, **kw)
-        model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, dtype=torch.float32, **kw)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, **kw)
+            model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, dtype=torch.float32, **kw)
+        except Exception as exc:  # a truncated or foreign file fails deep in the GGUF reader, in any of many ways
+            raise ModelLoadError(f"{gguf_path}: cannot read this GGUF model ({type(exc).__name__}: "
+                                 f"{str(exc).splitlines()[0][:200] if str(exc) else 'no detail'})") from exc
         # The weights are dequantized in memory; drop the GGUF quantization marker so the dir loads as plain HF.
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
@@ -120,6 +125,10 @@ def check_model_spec(model: str) -> None:
     if path.suffix == ".gguf":
         if not path.is_file():
             raise ModelLoadError(f"GGUF file not found: {path}")
+        with path.open("rb") as handle:
+            head = handle.read(8)
+        if head[:4] != b"GGUF" or int.from_bytes(head[4:8], "little") not in (2, 3):  # what transformers reads
+            raise ModelLoadError(f"{path} is not a GGUF file (no GGUF v2/v3 header)")
     elif path.exists():
         if not (path / "config.json").is_file():
             raise ModelLoadError(f"{path} is not a Hugging Face model dir (no config.json)")
@@ -137,7 +146,33 @@ def resolve_model_path(model: str) -> str:
     path = Path(model).expanduser()
     if path.suffix == ".gguf":
         return str(convert_gguf(path, gguf_cache_dir(path)))
-    return str(path) if path.exists() else model
+    return str(path) if path.exists() else hub_model(model)
+
+
+@functools.lru_cache(maxsize=None)  # one probe per process and id: a run resolves its base model often
+def hub_model(repo: str) -> str:
+    """A hub id as from_pretrained should take it. Where the hub cannot be reached, the local
+    snapshot of the hub cache, or an error at once, instead of a minute of retries that end in a
+    traceback."""
+    import socket
+    from urllib.parse import urlsplit
+
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    if not constants.HF_HUB_OFFLINE:
+        endpoint = urlsplit(constants.ENDPOINT)
+        try:
+            socket.create_connection((endpoint.hostname, endpoint.port or 443), timeout=3).close()
+            return repo
+        except OSError:
+            pass
+    try:
+        return snapshot_download(repo, local_files_only=True)
+    except LocalEntryNotFoundError:
+        raise ModelLoadError(f"model {repo!r}: the Hugging Face hub ({constants.ENDPOINT}) cannot be reached from "
+                             "here and the model is not in the local hub cache; give a local dir or a .gguf file, "
+                             "or download it where the hub is reachable") from None
 
 
 def load_model(spec: ModelSpec):

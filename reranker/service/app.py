@@ -16,7 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .. import __version__
 from ..backends import JudgeBackend, Product, ScoreJob, build_backend
-from ..core import TITLE_FIELDS, Judgment, judge_all
+from ..core import TITLE_FIELDS, Judgment, blank, judge_all
 from .batcher import ClientGone, MicroBatcher
 from .config import ServiceConfig
 from .errors import ApiError, BodyLimitMiddleware, install_error_handlers
@@ -109,6 +109,8 @@ def create_app(
         wanted = set(rank_fields) if rank_fields else known
         if rank_fields and not wanted <= known:
             raise ApiError(422, f"rank_fields {sorted(wanted - known)} are not product fields ({sorted(known)})")
+        if rank_fields and not wanted & set(TITLE_FIELDS):  # else every document would fail "needs a title"
+            raise ApiError(422, f"rank_fields must include {' or '.join(map(repr, TITLE_FIELDS))}: the judge reads a product's title")
         out: list[Product] = []
         for i, doc in enumerate(documents):
             if isinstance(doc, str):
@@ -124,11 +126,9 @@ def create_app(
         return out
 
     def checked_query(query: str) -> str:
-        if not query.strip():
-            raise ApiError(422, "query must not be empty")
-        if len(query) > config.max_query_chars:
-            raise ApiError(422, f"query is longer than {config.max_query_chars} characters")
-        return query
+        if blank(query):
+            raise ApiError(422, "query must not be empty (or only spaces and invisible characters)")
+        return query[: config.max_query_chars]  # over-long text is cut, as documents are, never refused
 
     async def judged(query: str, docs: list[Product], batcher: MicroBatcher, backend: JudgeBackend, policy,
                      request: Request) -> list[Judgment]:
