@@ -3,7 +3,7 @@
 trains and evaluates on (its `data` stage output), scored with the same metrics.
 
     lref train --config training/configs/homedepot.yaml --stage data
-    python bench/minilm_anchor.py --data runs/homedepot/data
+    python bench/minilm_anchor.py --data runs/homedepot-judge/data --epochs 1
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ def main() -> int:
     parser.add_argument("--max-length", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("bench/out/minilm_anchor"))
+    parser.add_argument("--no-class-weights", action="store_true", help="plain cross-entropy (default: balanced class weights, as the issue's run)")
     args = parser.parse_args()
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trainer, TrainingArguments
 
@@ -54,11 +55,27 @@ def main() -> int:
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=len(names))
     train, evaluation = read_jsonl(args.data / "train.jsonl"), read_jsonl(args.data / "eval.jsonl")
-    trainer = Trainer(
+    from reranker.models.loading import cpu_facts, pick_dtype
+
+    counts = np.bincount([names.index(r["label"]) for r in train], minlength=len(names))
+    weights = None if args.no_class_weights else torch.tensor(len(train) / (len(names) * np.maximum(counts, 1)), dtype=torch.float32)
+
+    class Weighted(Trainer):  # scikit-learn's "balanced" class weights on the cross-entropy
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            labels = inputs.pop("labels")
+            outputs = model(**inputs)
+            loss = torch.nn.functional.cross_entropy(outputs.logits.float(), labels,
+                                                     weight=None if weights is None else weights.to(labels.device))
+            return (loss, outputs) if return_outputs else loss
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    bf16 = pick_dtype("auto", device) == torch.bfloat16  # autocast where the hardware has bf16
+    print(f"cpu: {cpu_facts()}; device {device}; bf16 autocast {bf16}; class weights {weights}")
+    trainer = Weighted(
         model=model,
         args=TrainingArguments(output_dir=str(args.out), num_train_epochs=args.epochs, learning_rate=args.lr,
                                per_device_train_batch_size=args.batch, seed=args.seed, save_strategy="no",
-                               logging_steps=50, report_to=[], warmup_steps=0.1),
+                               logging_steps=50, report_to=[], warmup_steps=0.1, bf16=bf16, use_cpu=device == "cpu"),
         train_dataset=encode(tokenizer, train, names, args.max_length),
         processing_class=tokenizer,
     )
