@@ -55,7 +55,7 @@ def main() -> int:
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=len(names))
     train, evaluation = read_jsonl(args.data / "train.jsonl"), read_jsonl(args.data / "eval.jsonl")
-    from reranker.models.loading import cpu_facts, pick_dtype
+    from reranker.models.loading import cpu_facts, pick_device, pick_dtype
 
     counts = np.bincount([names.index(r["label"]) for r in train], minlength=len(names))
     weights = None if args.no_class_weights else torch.tensor(len(train) / (len(names) * np.maximum(counts, 1)), dtype=torch.float32)
@@ -68,7 +68,7 @@ def main() -> int:
                                                      weight=None if weights is None else weights.to(labels.device))
             return (loss, outputs) if return_outputs else loss
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = pick_device("auto")
     bf16 = pick_dtype("auto", device) == torch.bfloat16  # autocast where the hardware has bf16
     print(f"cpu: {cpu_facts()}; device {device}; bf16 autocast {bf16}; class weights {weights}")
     trainer = Weighted(

@@ -11,19 +11,23 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from training.sft import last_checkpoint, phase_dirs  # noqa: E402
 
 
 def curve(run: Path) -> tuple[list[int], list[float], str, list[int]]:
     """Loss against rows seen over every SFT phase of a run, in order (a later pass continues the
     adapter, so its rows are counted after the earlier ones'); also where each later phase starts."""
-    phases = sorted(run.glob("sft/phase*"), key=lambda p: int(p.name[5:].split("-")[0]))
     rows, losses, starts, offset, batch = [], [], [], 0, 8
-    for phase in phases:
-        states = sorted(phase.glob("checkpoint-*/trainer_state.json"), key=lambda p: int(p.parent.name.split("-")[1]))
-        if not states:
+    for phase in phase_dirs(run / "sft"):
+        checkpoint = last_checkpoint(phase)
+        if checkpoint is None:
             continue
-        state = json.loads(states[-1].read_text())
+        state = json.loads((Path(checkpoint) / "trainer_state.json").read_text())
         batch = state.get("train_batch_size") or 8
         if rows:
             starts.append(offset)

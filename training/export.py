@@ -28,7 +28,9 @@ def _sft_adapter(run) -> Path | None:
     adapters of their own over the merged model, which no single adapter expresses)."""
     if run.latest_model() != run.dir("sft") / "model" or not run.config.sft.lora.enabled:
         return None
-    phases = sorted(run.dir("sft").glob("phase*"), key=lambda p: int(p.name[5:].split("-")[0]))
+    from .sft import phase_dirs
+
+    phases = phase_dirs(run.dir("sft"))
     final = phases[-1] / "final" if phases else None
     return final if final and all((final / f).is_file() for f in ADAPTER_FILES) else None
 

@@ -59,8 +59,9 @@ def plan(rows: list[dict], cfg: SftConfig, seed: int) -> list[tuple[str, list[di
     first = phases(rows, cfg.curriculum, cfg.balance_classes, seed, cfg.rows_per_class)
     out = [(style, group, cfg.learning_rate) for style, group in first]
     seen = {id(r) for _, group in first for r in group}
+    styles = phases(rows, cfg.curriculum)  # the rows of each curriculum phase, unbalanced: each pass samples them
     for number, extra in enumerate(cfg.more_passes, start=2):
-        for style, group in phases(rows, cfg.curriculum):
+        for style, group in styles:
             sample = balanced(group, seed + number - 1, extra.rows_per_class, frozenset(seen))
             seen |= {id(r) for r in sample}
             out.append((f"{style}@pass{number}", sample, extra.learning_rate))
@@ -162,6 +163,11 @@ def _trainer_class(label_ids: list[int]):
             return (loss, None) if return_outputs else loss
 
     return CompletionSFTTrainer
+
+
+def phase_dirs(out: Path) -> list[Path]:
+    """The phase folders `train` wrote under `out` (phase0-label, phase1-label, ...), in training order."""
+    return sorted(out.glob("phase*"), key=lambda p: int(p.name[5:].split("-")[0]))
 
 
 def last_checkpoint(path: Path) -> str | None:
