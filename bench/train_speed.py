@@ -23,7 +23,7 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from reranker.core import PromptSpec, load_scheme  # noqa: E402
-from reranker.models.loading import cpu_facts, pick_device, pick_dtype, resolve_model_path  # noqa: E402
+from reranker.models.loading import cpu_facts, cpu_summary, pick_device, pick_dtype, resolve_model_path  # noqa: E402
 from training import sft  # noqa: E402
 from training.config import LoraConfig, SftConfig  # noqa: E402
 
@@ -76,7 +76,7 @@ def main() -> None:
         results.append(speed)
         console.print(speed)
     table = Table(title=f"SFT speed, {args.rows} Home Depot rows, batch {args.batch_size}, LoRA r=16 all-linear — "
-                        f"{facts['device']} ({facts['cpu']}, {facts['cores']} cores, bf16 flags {','.join(facts['bf16_flags'])})")
+                        f"{facts['device']} ({cpu_summary()})")
     for column in ("variant", "weights", "tokens/row", "rows/s", "tokens/s", "s/step", "epoch of 59,010 rows"):
         table.add_column(column, justify="left" if column == "variant" else "right")
     for r in results:

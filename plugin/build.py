@@ -8,7 +8,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from lref_opensearch.java import find_java_home
+from lref_opensearch.java import find_java_home, required_major
 
 SOURCE = Path(__file__).resolve().parent / "tier-filter"
 ARTIFACT = "lref-tier-filter-0.1.0.zip"
@@ -37,7 +37,11 @@ def build_tier_filter(out_dir: Path, opensearch_version: str, log=print) -> Path
         raise BuildError("Maven (mvn) is needed to build the tier-filter plugin: apt-get install maven")
     env = dict(os.environ, JAVA_HOME=str(find_java_home(opensearch_version, need_compiler=True)))
     log("building the tier-filter plugin with Maven")
-    done = subprocess.run([mvn, "-q", "-B", f"-Dopensearch.version={opensearch_version}", "package"], cwd=SOURCE, env=env, capture_output=True, text=True)
+    # One source for both engine lines: the version and the Java release it runs on are Maven properties.
+    java = required_major(opensearch_version)
+    command = [mvn, "-q", "-B", f"-Dopensearch.version={opensearch_version}", f"-Dmaven.compiler.release={java}",
+               f"-Dplugin.java.version={java}", "clean", "package"]
+    done = subprocess.run(command, cwd=SOURCE, env=env, capture_output=True, text=True)
     if done.returncode != 0:
         lines = [ln for ln in (done.stdout + done.stderr).splitlines() if "ERROR" in ln or "FAIL" in ln]
         raise BuildError(f"mvn package failed in {SOURCE}: {' | '.join(lines[:3]) or done.returncode}")

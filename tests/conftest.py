@@ -113,16 +113,33 @@ def keyed_server(tiny_model_dir, tmp_path_factory):
     srv.stop()
 
 
+def _node(version: str | None = None):
+    from engine import TestNode
+
+    node = TestNode(free_port(), free_port(), version)
+    started = node.up()
+    if started.returncode != 0:
+        node.down()
+        pytest.fail(f"lref opensearch up {version or ''} failed:\n{started.stdout}\n{started.stderr}")
+    return node
+
+
 @pytest.fixture(scope="session")
 def opensearch_node():
     """A real OpenSearch (ML Commons, k-NN, neural-search, our tier filter) on 127.0.0.1, started
     once per session through `lref opensearch up`."""
-    from engine import TestNode
+    node = _node()
+    yield node
+    node.down()
 
-    node = TestNode(free_port(), free_port())
-    started = node.up()
-    if started.returncode != 0:
-        node.down()
-        pytest.fail(f"lref opensearch up failed:\n{started.stdout}\n{started.stderr}")
+
+# The 2.x line many production clusters still run: the same plugins and tier filter, built from the
+# same sources for 2.19.1 (the newest 2.x with all four plugins and opensearch-security on Maven).
+SECOND_LINE = "2.19.1"
+
+
+@pytest.fixture(scope="session")
+def opensearch_node_2x():
+    node = _node(SECOND_LINE)
     yield node
     node.down()

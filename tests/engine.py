@@ -58,8 +58,8 @@ class TestNode:
 
     __test__ = False
 
-    def __init__(self, http_port: int, transport_port: int) -> None:
-        self.port, self.transport_port = http_port, transport_port
+    def __init__(self, http_port: int, transport_port: int, version: str | None = None) -> None:
+        self.port, self.transport_port, self.version = http_port, transport_port, version
         # Under the lref base dir, not /tmp/pytest-of-*, which the service user cannot enter.
         self.state = NodeSettings().base / "nodes" / f"pytest-{http_port}"
         self.url = f"http://127.0.0.1:{http_port}"
@@ -71,8 +71,9 @@ class TestNode:
         dead = subprocess.Popen(["true"])
         dead.wait()
         (self.state / "opensearch.pid").write_text(str(dead.pid))
+        version = ("--version", self.version) if self.version else ()
         return lref("opensearch", "up", "--port", str(self.port), "--transport-port", str(self.transport_port),
-                    "--heap", "1g", "--state", str(self.state))
+                    "--heap", "1g", "--state", str(self.state), *version)
 
     def down(self) -> None:
         lref("opensearch", "down", "--port", str(self.port), "--state", str(self.state))

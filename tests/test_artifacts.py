@@ -136,12 +136,12 @@ def test_the_committed_lock_covers_the_default_version():
     assert artifacts.LOCK_FILE.suffix == ".json"  # packaged with lref_opensearch.definitions' *.json
 
 
-def _dist_zip(version: str, painless: bool) -> bytes:
+def _dist_zip(version: str, modules: bool) -> bytes:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as z:
         z.writestr(f"opensearch-{version}/bin/opensearch", "#!/bin/sh\n")
-        if painless:
-            z.writestr(f"opensearch-{version}/modules/lang-painless/plugin-descriptor.properties", "name=lang-painless\n")
+        for name in artifacts.MAVEN_MODULES if modules else ():
+            z.writestr(f"opensearch-{version}/modules/{name}/plugin-descriptor.properties", f"name={name}\n")
     return buf.getvalue()
 
 
@@ -158,14 +158,17 @@ def test_lock_command_pins_what_it_downloaded(maven, tmp_path):
         maven.publish(a, data, sha1)
         published[a] = data
 
-    # 9.9.9 ships lang-painless; 8.8.8 does not, so its POM and the jars the POM lists are pinned too.
-    publish(artifacts.distribution("9.9.9"), _dist_zip("9.9.9", painless=True))
+    # 9.9.9 ships lang-painless and analysis-common; 8.8.8 does not, so their POMs and the jars the POMs
+    # list are pinned too.
+    publish(artifacts.distribution("9.9.9"), _dist_zip("9.9.9", modules=True))
     for i, name in enumerate(artifacts.PLUGINS):
         publish(artifacts.plugin(name, "9.9.9"), f"{name} 9.9.9\n".encode(), sha1=i % 2 == 0)
-    publish(artifacts.distribution("8.8.8"), _dist_zip("8.8.8", painless=False))
+    publish(artifacts.distribution("8.8.8"), _dist_zip("8.8.8", modules=False))
     for name in (*artifacts.PLUGINS, "opensearch-security"):
         publish(artifacts.plugin(name, "8.8.8"), f"{name} 8.8.8\n".encode(), sha1=False)
-    publish(artifacts.painless_pom("8.8.8"), b"""<project xmlns="http://maven.apache.org/POM/4.0.0"><dependencies>
+    publish(artifacts.module_pom("analysis-common", "8.8.8"), b"""<project xmlns="http://maven.apache.org/POM/4.0.0"/>""")
+    publish(Artifact("org.opensearch.plugin", "analysis-common", "8.8.8", "jar"), b"analysis-common jar")
+    publish(artifacts.module_pom("lang-painless", "8.8.8"), b"""<project xmlns="http://maven.apache.org/POM/4.0.0"><dependencies>
       <dependency><groupId>org.antlr</groupId><artifactId>antlr4-runtime</artifactId><version>4.13.1</version></dependency>
       <dependency><groupId>org.example</groupId><artifactId>test-only</artifactId><version>1</version><scope>test</scope></dependency>
     </dependencies></project>""")
@@ -192,7 +195,7 @@ def test_lock_command_pins_what_it_downloaded(maven, tmp_path):
 
 
 def test_lock_refuses_a_download_that_disagrees_with_maven_sha1(maven, tmp_path):
-    maven.publish(artifacts.distribution("9.9.9"), _dist_zip("9.9.9", painless=True), sha1="0" * 40)
+    maven.publish(artifacts.distribution("9.9.9"), _dist_zip("9.9.9", modules=True), sha1="0" * 40)
     lock_file = tmp_path / "lock.json"
     result = _lock_cli(maven, tmp_path, "9.9.9", "--lock-file", str(lock_file))
     assert result.returncode == 2

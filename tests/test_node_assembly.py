@@ -6,29 +6,48 @@ import pytest
 
 from lref_opensearch import artifacts
 from lref_opensearch.java import JavaError, find_java_home, java_major
-from lref_opensearch.node import NodeSettings, ensure_painless
+from lref_opensearch.node import NodeSettings, ensure_module
 
 
-def test_painless_assembled_from_maven_matches_the_shipped_module(opensearch_node, tmp_path):
-    # 3.x integ-test zips ship lang-painless; 2.x ones do not, and k-NN declares it as extended
-    # plugin. The fallback must produce the same jars the real module has.
-    shipped = NodeSettings().dist / "modules" / "lang-painless"
+@pytest.mark.parametrize("name", artifacts.MAVEN_MODULES)
+def test_a_module_assembled_from_maven_matches_the_shipped_one(opensearch_node, tmp_path, name):
+    # 3.x integ-test zips ship these modules; 2.x ones do not (k-NN extends lang-painless, the catalog's
+    # analyzer uses analysis-common). The fallback must produce the jars and descriptor the real module has.
+    shipped = NodeSettings().dist / "modules" / name
     dist = tmp_path / "dist"
     (dist / "modules").mkdir(parents=True)
-    assert ensure_painless(dist, artifacts.DEFAULT_VERSION, NodeSettings().base / "downloads")
-    built = dist / "modules" / "lang-painless"
+    assert ensure_module(dist, name, artifacts.DEFAULT_VERSION, NodeSettings().base / "downloads")
+    built = dist / "modules" / name
     assert {p.name for p in built.glob("*.jar")} == {p.name for p in shipped.glob("*.jar")}
     descriptor = dict(line.split("=", 1) for line in (built / "plugin-descriptor.properties").read_text().splitlines())
     real = dict(line.split("=", 1) for line in (shipped / "plugin-descriptor.properties").read_text().splitlines()
                 if "=" in line and not line.startswith("#"))
-    for key in ("name", "classname", "version", "opensearch.version", "java.version"):
+    for key in ("name", "classname", "version", "opensearch.version", "java.version", "extended.plugins"):
         assert descriptor[key] == real[key]
-    assert not ensure_painless(dist, artifacts.DEFAULT_VERSION, NodeSettings().base / "downloads")  # once
+    assert not ensure_module(dist, name, artifacts.DEFAULT_VERSION, NodeSettings().base / "downloads")  # once
 
 
 def test_java_for_opensearch_3_is_21_or_newer():
     home = find_java_home("3.6.0")
     assert java_major(home) >= 21
+
+
+def test_java_for_opensearch_2_is_17_to_23(monkeypatch, tmp_path):
+    """2.x needs the Java security manager (gone in Java 24): a newer JDK found first is passed over."""
+    assert 17 <= java_major(find_java_home("2.19.1", need_compiler=True)) <= 23
+    homes = []
+    for major in (25, 24, 21):
+        home = tmp_path / f"jdk-{major}"
+        (home / "bin").mkdir(parents=True)
+        (home / "bin" / "java").touch()
+        (home / "release").write_text(f'JAVA_VERSION="{major}.0.1"\n')
+        homes.append(home)
+    monkeypatch.setattr("lref_opensearch.java.candidates", lambda: homes)
+    assert find_java_home("2.19.1") == homes[2]
+    assert find_java_home("3.6.0") == homes[0]
+    monkeypatch.setattr("lref_opensearch.java.candidates", lambda: homes[:2])
+    with pytest.raises(JavaError, match="needs a Java runtime 17 to 23"):
+        find_java_home("2.19.1")
 
 
 def test_missing_java_is_a_clear_error(monkeypatch):

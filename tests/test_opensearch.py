@@ -38,12 +38,19 @@ def engine_reranker(tiny_model_dir):
     srv.stop()
 
 
+@pytest.fixture(scope="module", params=["3.6", "2.19"])
+def engine_node(request):
+    """Each engine line the product supports: 3.6.0 (the default) and 2.19.1. Every test through
+    the pipeline runs on both, from the same plugin sources and installer."""
+    return request.getfixturevalue("opensearch_node" if request.param == "3.6" else "opensearch_node_2x")
+
+
 @pytest.fixture(scope="module")
-def stack(opensearch_node, engine_reranker, tmp_path_factory):
-    load_titles(opensearch_node, INDEX, CATALOG, tmp_path_factory.mktemp("catalog"))
-    installed = install(opensearch_node, engine_reranker.url)
+def stack(engine_node, engine_reranker, tmp_path_factory):
+    load_titles(engine_node, INDEX, CATALOG, tmp_path_factory.mktemp("catalog"))
+    installed = install(engine_node, engine_reranker.url)
     assert installed.returncode == 0, installed.stdout + installed.stderr
-    return opensearch_node
+    return engine_node
 
 
 def search(node, pipeline: str | None, ext: dict | None = None) -> dict:
@@ -52,13 +59,13 @@ def search(node, pipeline: str | None, ext: dict | None = None) -> dict:
     return response.json()
 
 
-def test_node_is_real_and_on_loopback(opensearch_node):
-    status = lref("opensearch", "status", "--port", str(opensearch_node.port), "--state", str(opensearch_node.state))
+def test_node_is_real_and_on_loopback(engine_node):
+    status = lref("opensearch", "status", "--port", str(engine_node.port), "--state", str(engine_node.state))
     report = json.loads(status.stdout)
-    assert report["running"] and report["version"] == "3.6.0"
+    assert report["running"] and report["version"] == (engine_node.version or "3.6.0")
     assert {"opensearch-ml", "opensearch-knn", "opensearch-neural-search", "opensearch-job-scheduler",
             "lref-tier-filter"} <= set(report["plugins"])
-    http = httpx.get(f"{opensearch_node.url}/_nodes/http").json()
+    http = httpx.get(f"{engine_node.url}/_nodes/http").json()
     for node in http["nodes"].values():
         assert all(addr.startswith("127.0.0.1:") for addr in node["http"]["bound_address"])
     # What the process really listens on (HTTP and transport), as the kernel sees it.

@@ -11,8 +11,8 @@ from reranker.service.config import ServiceConfig
 from training.rows import sft_row
 
 
-# Exactness is asserted in fp32 whatever the CPU: `--dtype auto` picks bf16 on CPUs with
-# AVX512-BF16/AMX, whose rounding no 1e-5 tolerance survives. The bf16 path is tested below.
+# Exactness is asserted in fp32 whatever the CPU: `--dtype auto` picks bf16 on CPUs where it measures
+# fast (AVX512-BF16/AMX), whose rounding no 1e-5 tolerance survives. The bf16 path is tested below.
 @pytest.fixture(scope="module")
 def backend(tiny_model_dir):
     return build_backend(ServiceConfig(model=str(tiny_model_dir), max_doc_tokens=40, dtype="float32"))
@@ -95,3 +95,15 @@ def test_bf16_serving_path_matches_a_bf16_full_forward(tiny_model_dir):
             torch.testing.assert_close(got.float(), full_forward_probs(bf16, job.query, product), atol=BF16_ATOL, rtol=0)
             wrong_prefix = max(wrong_prefix, (got.float() - full_forward_probs(bf16, other, product)).abs().max().item())
     assert wrong_prefix > 3 * BF16_ATOL
+
+
+def test_label_head_scores_in_fp32_whatever_the_model_dtype(tiny_model_dir):
+    """bf16 logits are rounded to steps of 1/8 at |logit| 16-32; the label head keeps its rows and
+    its matmul in fp32, so a bf16 model loses no precision after its last hidden state."""
+    bf16 = build_backend(ServiceConfig(model=str(tiny_model_dir), dtype="bfloat16"))
+    torch.manual_seed(0)
+    hidden = (torch.randn(8, bf16.model.config.hidden_size) * 30).to(torch.bfloat16)
+    rows = bf16.model.get_output_embeddings().weight[bf16.prompt.label_token_ids].float()
+    got = bf16.head.logits(hidden)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, hidden.float() @ rows.T, atol=1e-4, rtol=1e-5)

@@ -10,6 +10,7 @@ from transformers import MistralConfig, MistralForCausalLM
 from reranker.backends import ScoreJob, shared_prefix
 from reranker.backends.transformers_backend import TransformersBackend
 from reranker.core import PromptFormat, load_scheme
+from reranker.models import loading
 from reranker.models.loading import ModelSpec, load_model
 
 PRODUCTS = ["cordless drill with battery", "garden hose 50 ft heavy duty", "white paint " * 12, "drill",
@@ -71,3 +72,30 @@ def test_sliding_window_attention_falls_back_to_full_prefill(tiny, caplog):
             with torch.no_grad():
                 want = torch.softmax(model(ids).logits[0, -1, prompt.label_token_ids], -1)
             torch.testing.assert_close(row, want, atol=1e-5, rtol=1e-4)
+
+
+def test_bf16_on_a_cpu_takes_the_matmul_attention_and_the_bf16_budget(tiny_model_dir, monkeypatch):
+    """The fused CPU kernel is used in fp32 only: in bf16 its per-block overhead made it the slower
+    path on short product rows (docs/benchmarks.md); bf16 also gets its own (smaller) token budget."""
+    calls = []
+    fused = shared_prefix._CPU_FLASH
+    monkeypatch.setattr(shared_prefix, "_CPU_FLASH", lambda *a, **k: calls.append(a[0].dtype) or fused(*a, **k))
+    for dtype in ("bfloat16", "float32"):
+        model, tokenizer, _ = load_model(ModelSpec(model=str(tiny_model_dir), dtype=dtype, device="cpu"))
+        backend = TransformersBackend(model, PromptFormat(tokenizer, load_scheme(), max_doc_tokens=40))
+        backend.label_probs(JOBS)
+        assert backend.max_batch_tokens == (256 if dtype == "bfloat16" else 512)
+    assert calls and set(calls) == {torch.float32}
+
+
+def test_auto_dtype_on_a_cpu_follows_the_measured_bf16_speed():
+    """A bf16 flag is not enough: `auto` takes bf16 on a CPU only where a bf16 matmul measured faster
+    than fp32 by BF16_MIN_SPEEDUP (a Xeon listing avx512_bf16 ran it at about half fp32's speed)."""
+    speedup = loading.cpu_bf16_speedup()
+    has_flags = bool(loading._cpu_flags() & loading.BF16_FLAGS)
+    assert (speedup is None) == (not has_flags)
+    assert speedup is None or speedup > 0
+    fast = speedup is not None and speedup >= loading.BF16_MIN_SPEEDUP
+    assert loading.pick_dtype("auto", "cpu") == (torch.bfloat16 if fast else torch.float32)
+    assert loading.cpu_facts()["bf16_speedup"] == (None if speedup is None else round(speedup, 2))
+    assert loading.pick_dtype("bfloat16", "cpu") == torch.bfloat16  # an explicit dtype is never second-guessed

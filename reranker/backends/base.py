@@ -12,13 +12,17 @@ from ..core import Level, PromptFormat
 Product = str | Mapping[str, object]
 
 # Padded tokens per forward pass when none is configured. On a CPU small passes keep the
-# activations in cache: 1024 ran ~20% faster than 4096 (and 4096 faster than 8192) on the 2-core
-# CPU; the GPU numbers were measured at 4096 (docs/benchmarks.md).
-DEFAULT_MAX_BATCH_TOKENS = {"cpu": 1024, "gpu": 4096}
+# activations in cache: in fp32 512 ran ~20% faster than 1024 on 2-core CPUs of both kinds we have
+# (Xeon and EPYC; 256 was slower again, and 1024 beat 4096); in bf16 on a 2-core EPYC with
+# AVX512-BF16, 256 ran ~20% faster than 1024 (the bf16 matmuls finish sooner, so the memory traffic
+# of a bigger pass shows more). The GPU numbers were measured at 4096 (docs/benchmarks.md).
+DEFAULT_MAX_BATCH_TOKENS = {"cpu": 512, "cpu-bf16": 256, "gpu": 4096}
 
 
-def default_batch_tokens(device: str) -> int:
-    return DEFAULT_MAX_BATCH_TOKENS["cpu" if str(device).startswith("cpu") else "gpu"]
+def default_batch_tokens(device: str, dtype: torch.dtype | None = None) -> int:
+    if not str(device).startswith("cpu"):
+        return DEFAULT_MAX_BATCH_TOKENS["gpu"]
+    return DEFAULT_MAX_BATCH_TOKENS["cpu-bf16" if dtype == torch.bfloat16 else "cpu"]
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ and every other caller of the same model keep their usual attention.
 from __future__ import annotations
 
 import contextlib
+import functools
 from dataclasses import dataclass, field
 
 import torch
@@ -43,7 +44,7 @@ def _attention(module, query, key, value, attention_mask, scaling=None, dropout=
     if lref_plan.capture is not None:
         lref_plan.capture.append((key, value))
     scale = scaling if scaling is not None else query.shape[-1] ** -0.5
-    if query.device.type == "cpu" and _CPU_FLASH is not None:
+    if query.device.type == "cpu" and query.dtype in FUSED_CPU_DTYPES and _CPU_FLASH is not None:
         out = _flash_parts(module, query, key, value, scale, lref_plan)
     else:
         out = _explicit_parts(module, query, key, value, scale, lref_plan)
@@ -53,6 +54,9 @@ def _attention(module, query, key, value, attention_mask, scaling=None, dropout=
 # PyTorch's fused CPU attention kernel, in the variant that also returns each query's logsumexp,
 # which is what merging two softmax parts needs. A private op: without it the explicit path runs.
 _CPU_FLASH = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+# ... used in fp32 only: in bf16 its per-block overhead dominates these short rows, and the
+# matmuls below ran 2-5x faster per layer on an AVX512-BF16 CPU (docs/benchmarks.md).
+FUSED_CPU_DTYPES: tuple[torch.dtype, ...] = (torch.float32,)
 
 
 def _flash_parts(module, query, key, value, scale: float, plan: Plan) -> torch.Tensor:
@@ -78,6 +82,14 @@ def _flash_parts(module, query, key, value, scale: float, plan: Plan) -> torch.T
     return out
 
 
+@functools.lru_cache(maxsize=64)
+def _future(length: int, device: torch.device) -> torch.Tensor:
+    """[length, length] True above the diagonal: the keys a causal query must not see. Built once per
+    length: every layer of every batch asks for it, and building it cost ~3% of a bf16 CPU request."""
+    with torch.inference_mode(False):  # a plain tensor, usable whether or not the caller records grads
+        return torch.ones(length, length, dtype=torch.bool, device=device).triu(1)
+
+
 def _explicit_parts(module, query, key, value, scale: float, lref_plan: Plan) -> torch.Tensor:
     """The same attention written out in matmuls, for devices without the fused CPU kernel."""
     rows, heads, length, dim = query.shape
@@ -87,8 +99,7 @@ def _explicit_parts(module, query, key, value, scale: float, lref_plan: Plan) ->
     q = (query * scale).reshape(rows, kv_heads, group * length, dim)
 
     own = torch.matmul(q, key.transpose(-1, -2)).float()  # [rows, kv_heads, group*length, length]
-    causal = torch.ones(length, length, dtype=torch.bool, device=query.device).tril()
-    own = own.view(rows, kv_heads, group, length, length).masked_fill_(~causal, float("-inf"))
+    own = own.view(rows, kv_heads, group, length, length).masked_fill_(_future(length, query.device), float("-inf"))
     own = own.view(rows, kv_heads, group * length, length)
     top = own.amax(-1, keepdim=True)
 

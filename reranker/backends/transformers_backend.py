@@ -64,7 +64,7 @@ class TransformersBackend:
         self.device = device
         self.decoder = model.get_decoder()
         self.head = LabelHead(model, prompt.label_token_ids)
-        self.max_batch_tokens = max_batch_tokens or default_batch_tokens(device)
+        self.max_batch_tokens = max_batch_tokens or default_batch_tokens(device, model.dtype)
         self.max_batch_size = max_batch_size
         self.prefix_reuse = prefix_reuse
         self.pad_id = prompt.eos_token_id if prompt.eos_token_id is not None else 0

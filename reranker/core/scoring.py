@@ -17,18 +17,19 @@ class LabelHead:
     def __init__(self, model, label_token_ids: Sequence[int]) -> None:
         head = model.get_output_embeddings()
         ids = torch.tensor(list(label_token_ids), device=head.weight.device)
-        self.weight = head.weight.detach().index_select(0, ids)  # [labels, hidden]
+        # Kept and applied in fp32 whatever the model's dtype: bf16 logits are rounded to steps of
+        # 0.125 at |logit| 16-32, which alone moved bf16 probabilities by up to ~0.03 (docs/benchmarks.md).
+        self.weight = head.weight.detach().index_select(0, ids).float()  # [labels, hidden]
         bias = getattr(head, "bias", None)
-        self.bias = None if bias is None else bias.detach().index_select(0, ids)
+        self.bias = None if bias is None else bias.detach().index_select(0, ids).float()
         # Some families (Gemma 2/3) soft-cap final logits; apply it so probabilities match generate().
         self.softcap = getattr(model.config.get_text_config(), "final_logit_softcapping", None)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """hidden: [n, hidden] final-norm states before the answer -> [n, labels] float32 logits."""
-        out = hidden.to(self.weight.dtype) @ self.weight.T
+        out = hidden.float() @ self.weight.T
         if self.bias is not None:
             out = out + self.bias
-        out = out.float()
         if self.softcap:
             out = torch.tanh(out / self.softcap) * self.softcap
         return out

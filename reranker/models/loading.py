@@ -8,6 +8,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,20 +58,57 @@ def _cpu_flags() -> set[str]:
     return set(next((line.split(":", 1)[1].split() for line in _cpuinfo() if line.startswith("flags")), []))
 
 
+BF16_FLAGS = {"amx_bf16", "avx512_bf16"}
+# bf16 must beat fp32 by this much in the probe: below it, fp32's exactness is worth more.
+BF16_MIN_SPEEDUP = 1.25
+
+
+def _best_matmul_s(dtype: torch.dtype, n: int = 768, reps: int = 4) -> float:
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    a @ b  # warm-up: oneDNN picks and caches its kernel on the first call
+    best = float("inf")
+    for _ in range(reps):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+@functools.cache
+def cpu_bf16_speedup() -> float | None:
+    """How much faster a bf16 matmul runs than an fp32 one on this CPU (None without bf16 flags).
+    The flags alone mislead: a Xeon listing avx512_bf16 but no AMX ran bf16 at 0.6x fp32, an EPYC with
+    the same flag at several times fp32 (docs/benchmarks.md), so `auto` measures once per process (~50 ms)."""
+    if not _cpu_flags() & BF16_FLAGS:
+        return None
+    return _best_matmul_s(torch.float32) / _best_matmul_s(torch.bfloat16)
+
+
 def _cpu_has_fast_bf16() -> bool:
-    return bool(_cpu_flags() & {"amx_bf16", "avx512_bf16"})
+    speedup = cpu_bf16_speedup()
+    return speedup is not None and speedup >= BF16_MIN_SPEEDUP
 
 
 def cpu_facts() -> dict:
-    """What benchmarks and judge cards print about the CPU: its name, cores and bf16 flags."""
+    """What benchmarks and judge cards print about the CPU: its name, cores, bf16 flags and the measured
+    bf16/fp32 matmul speed ratio that decides `--dtype auto`."""
     name = next((line.split(":", 1)[1].strip() for line in _cpuinfo() if line.startswith("model name")), "unknown CPU")
+    speedup = cpu_bf16_speedup()
     return {"cpu": name, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "bf16_flags": sorted(_cpu_flags() & {"avx512_bf16", "amx_bf16", "amx_tile"}) or ["none"]}
+            "bf16_flags": sorted(_cpu_flags() & (BF16_FLAGS | {"amx_tile"})) or ["none"],
+            "bf16_speedup": None if speedup is None else round(speedup, 2)}
+
+
+def cpu_summary() -> str:
+    """cpu_facts() as the one line benchmarks print."""
+    facts = cpu_facts()
+    ratio = "" if facts["bf16_speedup"] is None else f", bf16 matmul {facts['bf16_speedup']}x fp32"
+    return f"{facts['cpu']}, {facts['cores']} cores, bf16 flags: {', '.join(facts['bf16_flags'])}{ratio}"
 
 
 def pick_dtype(dtype: str, device: str) -> torch.dtype:
-    """bf16 where the hardware runs it natively; on a CPU without bf16 instructions fp32 is faster
-    (measured: see docs/benchmarks.md)."""
+    """bf16 where the hardware runs it fast; on a CPU fp32 unless bf16 flags are listed and a bf16 matmul
+    measures at least BF16_MIN_SPEEDUP times faster (see docs/benchmarks.md)."""
     if dtype != "auto":
         try:
             return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
