@@ -1,4 +1,4 @@
-"""`lref opensearch up|down|status|install|load|lock`."""
+"""`lref opensearch up|down|status|install|load|lock|plugin`."""
 
 from __future__ import annotations
 
@@ -116,6 +116,31 @@ def lock(
         table.add_row(entry["file"], f"{entry['size']:,}", entry["sha256"], entry["maven_sha1"])
     # Hashes are for copying: never fold them, even when stdout is not a terminal (80 columns).
     (out if out.is_terminal else Console(width=200)).print(table)
+
+
+@opensearch_app.command("plugin")
+def plugin_zip(
+    version: str = _version,
+    out_dir: Path = typer.Option(Path("."), "--out", help="directory the zip is written to"),
+) -> None:
+    """Build our tier-filter plugin zip for VERSION, to install into a cluster of your own:
+    `bin/opensearch-plugin install file:///path/to/zip` on every node, then restart it."""
+    import hashlib
+    import shutil
+
+    from lref_plugin.build import BuildError, build_tier_filter
+
+    check_version(version)
+    if out_dir.exists() and not out_dir.is_dir():
+        fail(f"--out {out_dir} is not a directory")
+    try:
+        built = build_tier_filter(default_base() / "downloads", version, log=out.print)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        target = out_dir / f"lref-tier-filter-{version}.zip"
+        shutil.copyfile(built, target)
+    except (BuildError, JavaError, OSError) as exc:
+        fail(str(exc))
+    typer.echo(f"{target.resolve()}  sha256 {hashlib.sha256(target.read_bytes()).hexdigest()}")  # unfolded: for copying
 
 
 @opensearch_app.command()

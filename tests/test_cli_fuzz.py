@@ -90,6 +90,7 @@ def forbid_starting(monkeypatch) -> None:
 
     import lref_opensearch.node as node
     import lref_opensearch.store.demo as demo
+    import lref_plugin.build as build
     import training.runner as runner
 
     def reached(what):
@@ -102,6 +103,7 @@ def forbid_starting(monkeypatch) -> None:
     monkeypatch.setattr(node, "up", reached("start an OpenSearch node"))
     monkeypatch.setattr(demo, "Reranker", reached("start a reranker process"))
     monkeypatch.setattr(runner.Run, "run", reached("train"))
+    monkeypatch.setattr(build, "build_tier_filter", reached("build the plugin"))
 
 
 def run_case(sandbox, args: list[str], files: dict[str, bytes] | None = None) -> None:
@@ -282,6 +284,9 @@ def test_opensearch_commands(sandbox, monkeypatch):
                 "--version": st.sampled_from(["../3.6.0", "latest", "3.6", "3.6.0;rm", ""])}, {}),
         "down": (["opensearch", "down"], {"--port": NOT_A_PORT}, {}),
         "status": (["opensearch", "status"], {"--port": NOT_A_PORT}, {}),
+        "plugin": (["opensearch", "plugin", "--out", "{case}/zips"],
+                   {"--version": st.sampled_from(["../3.6.0", "latest", "3.6", ""]),
+                    "--out": st.sampled_from([b"", b"a file"]).map(lambda b: File("out", b))}, {}),
         "load": (["opensearch", "load", "<catalog>", "--opensearch", unreachable],
                  {"<catalog>": garbage("catalog.jsonl"), "--opensearch": NOT_A_URL,
                   "--index": st.sampled_from(["", ".plugins-ml-config", "_bad", "Upper", "a/b", "x" * 300])},

@@ -60,3 +60,26 @@ def test_artifacts_are_the_maven_central_coordinates():
     assert artifacts.distribution("3.6.0").url.endswith(
         "/org/opensearch/distribution/integ-test-zip/opensearch/3.6.0/opensearch-3.6.0.zip")
     assert artifacts.plugin("opensearch-ml-plugin", "3.6.0").filename == "opensearch-ml-plugin-3.6.0.0.zip"
+
+
+@pytest.mark.parametrize("fixture, java", [("opensearch_node", "21"), ("opensearch_node_2x", "17")])
+def test_the_plugin_command_builds_the_zip_for_each_engine_line(request, tmp_path, fixture, java):
+    """`lref opensearch plugin` gives users the zip to install into their own cluster; it is built from
+    the one source for the line's OpenSearch version and Java release (the nodes installed the same)."""
+    import hashlib
+    import subprocess
+    import sys
+    import zipfile
+
+    version = request.getfixturevalue(fixture).version or artifacts.DEFAULT_VERSION
+    done = subprocess.run([sys.executable, "-m", "reranker.cli", "opensearch", "plugin", "--version", version,
+                           "--out", str(tmp_path / "zips")], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    path, _, digest = done.stdout.split()
+    with zipfile.ZipFile(path) as z:
+        descriptor = dict(line.split("=", 1) for line in z.read("plugin-descriptor.properties").decode().splitlines()
+                          if "=" in line and not line.startswith("#"))
+        assert any(name.endswith(".jar") for name in z.namelist())
+    assert (descriptor["name"], descriptor["opensearch.version"], descriptor["java.version"]) == \
+        ("lref-tier-filter", version, java)
+    assert hashlib.sha256(open(path, "rb").read()).hexdigest() == digest
