@@ -78,9 +78,29 @@ def plugin(name: str, version: str) -> Artifact:
     return Artifact("org.opensearch.plugin", name, f"{version}.0", "zip", release=version)
 
 
+@dataclass(frozen=True)
+class ModuleFacts:
+    """What a module assembled from Maven jars needs in its descriptor."""
+
+    package: str
+    classes: tuple[str, ...]  # the plugin class, newest name first (3.x renamed them "*ModulePlugin")
+    description: str
+    extends: str = ""
+    policy: str = ""
+
+
 # Modules the node needs (k-NN extends lang-painless; the catalog's analyzer uses analysis-common's
-# filters) that 3.x integ-test zips ship and 2.x ones do not; for 2.x they come from Maven as jars.
-MAVEN_MODULES = ("lang-painless", "analysis-common")
+# filters) that 3.x integ-test zips ship and 2.x ones do not; for 2.x they come from Maven as jars
+# (pinned by `lock`, assembled by node.ensure_module).
+MAVEN_MODULES = {
+    "lang-painless": ModuleFacts(
+        "org.opensearch.painless", ("PainlessModulePlugin", "PainlessPlugin"), "Painless scripting",
+        policy='grant {\n  permission java.lang.RuntimePermission "createClassLoader";\n'
+               '  permission java.lang.RuntimePermission "getClassLoader";\n};\n'),
+    "analysis-common": ModuleFacts(
+        "org.opensearch.analysis.common", ("CommonAnalysisModulePlugin", "CommonAnalysisPlugin"),
+        "Adds built-in analyzers", extends="lang-painless"),
+}
 
 
 def module_pom(name: str, version: str) -> Artifact:

@@ -105,33 +105,11 @@ def _java_env(settings: NodeSettings) -> dict:
     return env
 
 
-@dataclass(frozen=True)
-class ModuleFacts:
-    """What a module assembled from Maven jars needs in its descriptor."""
-
-    package: str
-    classes: tuple[str, ...]  # the plugin class, newest name first (3.x renamed them "*ModulePlugin")
-    description: str
-    extends: str = ""
-    policy: str = ""
-
-
-MODULES = {
-    "lang-painless": ModuleFacts(
-        "org.opensearch.painless", ("PainlessModulePlugin", "PainlessPlugin"), "Painless scripting",
-        policy='grant {\n  permission java.lang.RuntimePermission "createClassLoader";\n'
-               '  permission java.lang.RuntimePermission "getClassLoader";\n};\n'),
-    "analysis-common": ModuleFacts(
-        "org.opensearch.analysis.common", ("CommonAnalysisModulePlugin", "CommonAnalysisPlugin"),
-        "Adds built-in analyzers", extends="lang-painless"),
-}
-
-
 def ensure_module(dist: Path, name: str, version: str, downloads: Path) -> bool:
     """A module of artifacts.MAVEN_MODULES that the distribution lacks (2.x integ-test zips ship
     neither lang-painless, which k-NN extends, nor analysis-common, whose filters the catalog's
     analyzer uses), assembled from its Maven jars. Returns True when it was added."""
-    module, facts = dist / "modules" / name, MODULES[name]
+    module, facts = dist / "modules" / name, artifacts.MAVEN_MODULES[name]
     if (module / "plugin-descriptor.properties").exists():
         return False
     module.mkdir(parents=True, exist_ok=True)
@@ -149,7 +127,7 @@ def ensure_module(dist: Path, name: str, version: str, downloads: Path) -> bool:
     return True
 
 
-def _module_class(jar: Path, facts: ModuleFacts) -> str:
+def _module_class(jar: Path, facts: artifacts.ModuleFacts) -> str:
     with zipfile.ZipFile(jar) as z:
         names = set(z.namelist())
     for name in facts.classes:

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+from lref_opensearch import artifacts  # noqa: E402
 from tiny import build_tiny_model  # noqa: E402
 
 
@@ -113,14 +114,14 @@ def keyed_server(tiny_model_dir, tmp_path_factory):
     srv.stop()
 
 
-def _node(version: str | None = None):
+def _node(version: str):
     from engine import TestNode
 
     node = TestNode(free_port(), free_port(), version)
     started = node.up()
     if started.returncode != 0:
         node.down()
-        pytest.fail(f"lref opensearch up {version or ''} failed:\n{started.stdout}\n{started.stderr}")
+        pytest.fail(f"lref opensearch up {node.version} failed:\n{started.stdout}\n{started.stderr}")
     return node
 
 
@@ -128,7 +129,7 @@ def _node(version: str | None = None):
 def opensearch_node():
     """A real OpenSearch (ML Commons, k-NN, neural-search, our tier filter) on 127.0.0.1, started
     once per session through `lref opensearch up`."""
-    node = _node()
+    node = _node(artifacts.DEFAULT_VERSION)
     yield node
     node.down()
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 
+from lref_opensearch import artifacts
 from lref_opensearch.node import NodeSettings
 
 
@@ -58,7 +59,7 @@ class TestNode:
 
     __test__ = False
 
-    def __init__(self, http_port: int, transport_port: int, version: str | None = None) -> None:
+    def __init__(self, http_port: int, transport_port: int, version: str = artifacts.DEFAULT_VERSION) -> None:
         self.port, self.transport_port, self.version = http_port, transport_port, version
         # Under the lref base dir, not /tmp/pytest-of-*, which the service user cannot enter.
         self.state = NodeSettings().base / "nodes" / f"pytest-{http_port}"
@@ -71,9 +72,8 @@ class TestNode:
         dead = subprocess.Popen(["true"])
         dead.wait()
         (self.state / "opensearch.pid").write_text(str(dead.pid))
-        version = ("--version", self.version) if self.version else ()
         return lref("opensearch", "up", "--port", str(self.port), "--transport-port", str(self.transport_port),
-                    "--heap", "1g", "--state", str(self.state), *version)
+                    "--heap", "1g", "--state", str(self.state), "--version", self.version)
 
     def down(self) -> None:
         lref("opensearch", "down", "--port", str(self.port), "--state", str(self.state))

@@ -71,7 +71,7 @@ def test_the_plugin_command_builds_the_zip_for_each_engine_line(request, tmp_pat
     import sys
     import zipfile
 
-    version = request.getfixturevalue(fixture).version or artifacts.DEFAULT_VERSION
+    version = request.getfixturevalue(fixture).version
     done = subprocess.run([sys.executable, "-m", "reranker.cli", "opensearch", "plugin", "--version", version,
                            "--out", str(tmp_path / "zips")], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
