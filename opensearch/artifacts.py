@@ -142,6 +142,10 @@ def read_lock(path: Path | None = None) -> dict[str, dict]:
         raise ArtifactError(f"cannot read the artefact lock {path}: {exc}") from exc
 
 
+def pinned(artifact: Artifact) -> bool:
+    return artifact.coordinates in read_lock()
+
+
 def write_lock(pins: dict[str, dict], path: Path | None = None) -> None:
     """Merges `pins` into the lock file (sorted, so a new version is a readable diff)."""
     path = path or lock_path()

@@ -8,9 +8,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from opensearchpy import OpenSearch, helpers
+from opensearchpy.exceptions import TransportError
 from tqdm import tqdm
 
-from lref_plugin.install import InstallError, call, definition
+from lref_plugin.install import InstallError, call, definition, reason
 from reranker.core import jsonl_objects
 
 DEFAULT_INDEX = "products"
@@ -101,6 +102,13 @@ def load(client: OpenSearch, path: Path, index: str = DEFAULT_INDEX, recreate: b
          chunk_size: int = 2000) -> int:
     check_index_name(index)
     products = read_catalog(path)
+    try:
+        return _index(client, products, index, recreate, chunk_size)
+    except TransportError as exc:  # e.g. a read-only user of a secured cluster: 403
+        raise InstallError(f"loading into {index}: {reason(exc)}") from exc
+
+
+def _index(client: OpenSearch, products: list[dict], index: str, recreate: bool, chunk_size: int) -> int:
     created = ensure_index(client, index, recreate)
     done = 0
     failures = []
@@ -116,13 +124,13 @@ def load(client: OpenSearch, path: Path, index: str = DEFAULT_INDEX, recreate: b
     if failures:
         first = next(iter(failures[0].values()))
         error = first.get("error")
-        reason = str(error.get("reason", error) if isinstance(error, dict) else error)
-        reason = reason if len(reason) <= 300 else reason[:300] + "…"  # Lucene quotes the offending bytes
+        why = str(error.get("reason", error) if isinstance(error, dict) else error)
+        why = why if len(why) <= 300 else why[:300] + "…"  # Lucene quotes the offending bytes
         if created:  # an index this load made holds nothing but this catalog: leave no half of it
             client.indices.delete(index=index)
             kept = f"index {index} removed again, nothing loaded"
         else:
             kept = f"{done} of {len(products)} products were written into the existing index {index}"
         raise InstallError(f"{len(failures)} product(s) were refused by OpenSearch ({kept}); first: "
-                           f"product_id {first.get('_id')}: {reason}")
+                           f"product_id {first.get('_id')}: {why}")
     return done

@@ -14,7 +14,8 @@ from rich.table import Table
 from lref_plugin.install import DEFAULT_READ_TIMEOUT_S
 from reranker.console import api_key_from, check_port, fail
 
-from . import artifacts
+from . import artifacts, security
+from .access import NO_ACCESS, AccessError, access_from, ca_cert_option, password_file_option, user_option
 from .java import JavaError
 from .node import NodeError, NodeSettings, default_base, default_heap, heap_problem
 
@@ -24,9 +25,17 @@ out = Console()
 DEFAULT_URL = "http://127.0.0.1:9200"
 
 
-def _settings(port: int, transport_port: int, heap: Optional[str], version: str, state: Optional[Path]) -> NodeSettings:
+def _settings(port: int, transport_port: int, heap: Optional[str], version: str, state: Optional[Path],
+              secure: Optional[bool] = None) -> NodeSettings:
     return NodeSettings(version=version, http_port=port, transport_port=transport_port,
-                        heap=heap or default_heap(), state=state)
+                        heap=heap or default_heap(), state=state, secure=secure)
+
+
+def _access(user: Optional[str], password_file: Optional[Path], ca_cert: Optional[Path]):
+    try:
+        return access_from(user, password_file, ca_cert)
+    except AccessError as exc:
+        fail(str(exc))
 
 
 def check_version(version: str) -> None:
@@ -42,9 +51,13 @@ _state = typer.Option(None, help="directory for this node's config, data and log
 
 @opensearch_app.command()
 def up(
-    port: int = _port, transport_port: int = _tport, version: str = _version, state: Optional[Path] = _state,
+    port: int = _port, transport_port: int = _tport, state: Optional[Path] = _state,
+    version: Optional[str] = typer.Option(None, help=f"OpenSearch version, all artefacts from Maven Central "
+                                                     f"(default {artifacts.DEFAULT_VERSION}; {security.SECURE_VERSION} with --secure)"),
     heap: Optional[str] = typer.Option(None, help="JVM heap, e.g. 2g (default: a quarter of RAM, 1g to 4g)"),
     timeout: float = typer.Option(240, help="seconds to wait for a healthy cluster"),
+    secure: bool = typer.Option(False, help="the security plugin: TLS with a CA made for this state dir, an admin "
+                                            "and a read-only user with generated passwords (files under STATE/security)"),
 ) -> None:
     """Fetch, assemble (plugins + our tier filter), start and wait until healthy."""
     from lref_plugin.build import BuildError
@@ -57,13 +70,21 @@ def up(
         fail(f"--timeout must be a positive number of seconds, got {timeout}")
     if heap is not None and (problem := heap_problem(heap)):
         fail(f"--heap: {problem}")
+    if version is None:  # not `or`: an empty --version is refused below, not read as the default
+        version = security.SECURE_VERSION if secure else artifacts.DEFAULT_VERSION
     check_version(version)
-    settings = _settings(port, transport_port, heap, version, state)
+    settings = _settings(port, transport_port, heap, version, state, secure)
     try:
         health = start(settings, timeout_s=timeout, log=out.print)
-    except (NodeError, JavaError, artifacts.ArtifactError, BuildError) as exc:
+    except (NodeError, JavaError, artifacts.ArtifactError, BuildError, OSError) as exc:
         fail(str(exc))
     out.print(f"OpenSearch {version} is {health['status']} at {settings.url}")
+    if secure:
+        keys = settings.security_dir
+        out.print(f"  CA certificate: {keys / 'ca.pem'} (pass it as --ca-cert)\n"
+                  f"  admin: --user {security.ADMIN_USER} --password-file {security.password_file(keys, security.ADMIN_USER)}\n"
+                  f"  read-only: --user {security.SEARCH_USER} --password-file {security.password_file(keys, security.SEARCH_USER)}",
+                  highlight=False, soft_wrap=True)
 
 
 @opensearch_app.command()
@@ -82,15 +103,42 @@ def down(port: int = _port, state: Optional[Path] = _state,
 
 
 @opensearch_app.command()
-def status(port: int = _port, state: Optional[Path] = _state) -> None:
-    """Print whether the node runs, its health and plugins (JSON)."""
+def status(
+    port: int = _port, state: Optional[Path] = _state,
+    opensearch: Optional[str] = typer.Option(None, help="report on the cluster at this URL instead of the local node"),
+    user: Optional[str] = user_option, password_file: Optional[Path] = password_file_option,
+    ca_cert: Optional[Path] = ca_cert_option,
+) -> None:
+    """Print whether the node runs, its health and plugins (JSON). A local node started with
+    --secure is reached as its admin; another cluster with --opensearch and its user."""
     from .node import status as node_status
 
     check_port("--port", port)
-    report = node_status(_settings(port, 9300, "1g", artifacts.DEFAULT_VERSION, state))
+    access = _access(user, password_file, ca_cert)
+    if opensearch is None and access != NO_ACCESS:
+        fail("--user, --password-file and --ca-cert go with --opensearch URL (a local node started with "
+             "--secure is reached as its admin without them)")
+    if opensearch is None:
+        report = node_status(_settings(port, 9300, "1g", artifacts.DEFAULT_VERSION, state))
+    else:
+        report = _cluster_status(opensearch, access)
     out.print_json(json.dumps(report))
     if not report["running"]:
         raise typer.Exit(1)
+
+
+def _cluster_status(url: str, access) -> dict:
+    from lref_plugin.install import InstallError, call, connect
+
+    try:
+        client = connect(url, access)
+        info = client.info()
+        health = call(client, "GET", "/_cluster/health", what="cluster health")
+        plugins = call(client, "GET", "/_cat/plugins?format=json", what="listing plugins")
+    except InstallError as exc:
+        fail(str(exc))
+    return {"url": url, "running": True, "version": info["version"]["number"], "health": health.get("status"),
+            "plugins": sorted({p["component"] for p in plugins}), "user": access.user}
 
 
 @opensearch_app.command()
@@ -153,8 +201,11 @@ def install(
     fields: str = typer.Option("title", help="comma-separated document fields sent to the reranker"),
     min_tier: str = typer.Option("Mid", help="lowest tier the lref-rerank pipeline keeps: Good | Mid | Bad"),
     scheme: str = typer.Option("four_level", help="label scheme the reranker uses (level names for annotations)"),
+    user: Optional[str] = user_option, password_file: Optional[Path] = password_file_option,
+    ca_cert: Optional[Path] = ca_cert_option,
 ) -> None:
-    """Create or update ML Commons settings, the connector, the model and the search pipelines."""
+    """Create or update ML Commons settings, the connector, the model and the search pipelines
+    (on a secured cluster, as a user who may create connectors: its admin)."""
     from lref_plugin.install import InstallError, InstallSpec
     from lref_plugin.install import install as run_install
 
@@ -163,6 +214,7 @@ def install(
         opensearch_url=opensearch, reranker_url=reranker_url, api_key=api_key,
         connect_timeout_s=connect_timeout_s, read_timeout_s=read_timeout_s,
         document_fields=[f.strip() for f in fields.split(",") if f.strip()], min_tier=min_tier, scheme=scheme,
+        access=_access(user, password_file, ca_cert),
     )
     try:
         rows = run_install(spec)
@@ -182,14 +234,17 @@ def load(
     opensearch: str = typer.Option(DEFAULT_URL, help="OpenSearch URL"),
     index: str = typer.Option("products", help="index name"),
     recreate: bool = typer.Option(False, help="drop and recreate the index first"),
+    user: Optional[str] = user_option, password_file: Optional[Path] = password_file_option,
+    ca_cert: Optional[Path] = ca_cert_option,
 ) -> None:
     """Bulk-index a product catalog (with a progress bar)."""
     from lref_plugin.install import InstallError, connect
 
     from .catalog import CatalogError, load as load_catalog
 
+    access = _access(user, password_file, ca_cert)
     try:
-        count = load_catalog(connect(opensearch), catalog, index=index, recreate=recreate)
+        count = load_catalog(connect(opensearch, access), catalog, index=index, recreate=recreate)
     except (CatalogError, InstallError) as exc:
         fail(str(exc))
     out.print(f"indexed {count} products into {index}")

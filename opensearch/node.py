@@ -20,10 +20,11 @@ import time
 import urllib.error
 import urllib.request
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from . import artifacts
+from . import artifacts, security
+from .access import NO_ACCESS, Access
 from .java import find_java_home
 
 SERVICE_USER = "lref"
@@ -71,10 +72,27 @@ class NodeSettings:
     base: Path = field(default_factory=default_base)
     state: Path | None = None  # config/data/logs of this node; default base/nodes/<http_port>
     extra_plugins: tuple[Path, ...] = ()  # plugin zips of our own (the tier filter)
+    secure: bool | None = None  # `up --secure`; None (status, down): as the state dir says
+
+    @property
+    def security_dir(self) -> Path:
+        return self.node_dir / "security"
+
+    @property
+    def secured(self) -> bool:
+        if self.secure is not None:
+            return self.secure
+        return security.password_file(self.security_dir, security.ADMIN_USER).exists()
+
+    @property
+    def access(self) -> Access:
+        """How our commands reach this node: as its admin when it is secured."""
+        return security.access(self.security_dir) if self.secured else NO_ACCESS
 
     @property
     def dist(self) -> Path:
-        return self.base / f"opensearch-{self.version}"
+        # The security plugin refuses to start without its config: a secured node gets a dist of its own.
+        return self.base / f"opensearch-{self.version}{'-secure' if self.secured else ''}"
 
     @property
     def node_dir(self) -> Path:
@@ -86,7 +104,11 @@ class NodeSettings:
 
     @property
     def url(self) -> str:
-        return f"http://{LOOPBACK}:{self.http_port}"
+        return f"{'https' if self.secured else 'http'}://{LOOPBACK}:{self.http_port}"
+
+    @property
+    def plugins(self) -> tuple[str, ...]:
+        return (*artifacts.PLUGINS, security.PLUGIN) if self.secured else artifacts.PLUGINS
 
 
 # ---- assembling the distribution -------------------------------------------------------------
@@ -161,7 +183,7 @@ def assemble(settings: NodeSettings, log=print) -> Path:
     mark = settings.dist / ASSEMBLED_MARK
     if not mark.exists():
         zip_path = artifacts.fetch(artifacts.distribution(settings.version), downloads)
-        plugin_zips = [artifacts.fetch(artifacts.plugin(p, settings.version), downloads) for p in artifacts.PLUGINS]
+        plugin_zips = [artifacts.fetch(artifacts.plugin(p, settings.version), downloads) for p in settings.plugins]
         log(f"assembling OpenSearch {settings.version} in {settings.dist}")
         shutil.rmtree(settings.dist, ignore_errors=True)
         staging = settings.base / f".unpack-{settings.version}"
@@ -221,6 +243,9 @@ def _write_config(settings: NodeSettings) -> Path:
         # A dev/CI box may be nearly full; a single node should not go read-only because of it.
         "cluster.routing.allocation.disk.threshold_enabled": "false",
     }
+    if settings.secured:
+        security.ensure_identity(settings.security_dir)
+        lines.update(security.write_node_config(conf, settings.security_dir))
     (conf / "opensearch.yml").write_text("".join(f"{k}: {v}\n" for k, v in lines.items()))
     return conf
 
@@ -233,9 +258,11 @@ def read_pid(settings: NodeSettings) -> int | None:
     return pid if _alive(pid) else None
 
 
-def http_json(url: str, timeout: float = 2.0) -> dict | None:
+def http_json(url: str, timeout: float = 2.0, access: Access = NO_ACCESS) -> dict | None:
+    request = urllib.request.Request(url, headers=access.headers())
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
+        context = access.ssl_context() if url.startswith("https:") else None
+        with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
             return json.loads(response.read())
     except (OSError, ValueError, urllib.error.URLError):
         return None
@@ -274,6 +301,8 @@ def up(settings: NodeSettings, timeout_s: float = 240, log=print) -> dict:
     if user:
         _chown_tree(settings.dist, user)
         _chown_tree(settings.node_dir, user)
+        if settings.security_dir.exists():  # the CA key and the passwords stay the invoking user's
+            _run(["chown", "-R", f"{os.getuid()}:{os.getgid()}", str(settings.security_dir)])
         cmd = ["runuser", "-u", user, "--", *cmd]
     log(f"starting OpenSearch {settings.version} on {settings.url} (heap {settings.heap})")
     with open(settings.node_dir / "stdout.log", "ab") as out:
@@ -285,6 +314,17 @@ def up(settings: NodeSettings, timeout_s: float = 240, log=print) -> dict:
     except BaseException:  # not healthy in time, or interrupted: never leave a JVM behind
         stop_started(settings)
         raise
+
+
+def _check_security(settings: NodeSettings) -> None:
+    was_secured = security.password_file(settings.security_dir, security.ADMIN_USER).exists()
+    if settings.secure is False and was_secured:
+        raise NodeError(f"{settings.node_dir} holds a secured node (its data has the security index): "
+                        "pass --secure, or choose another --state")
+    if settings.secured and not artifacts.pinned(artifacts.plugin(security.PLUGIN, settings.version)):
+        raise NodeError(f"no {security.PLUGIN} {settings.version} is pinned in the artefact lock: pass --version "
+                        f"2.19.1 (Maven Central serves it for 2.19.1, not 3.6.0), or pin it first with "
+                        f"`lref opensearch lock {settings.version} --plugin {security.PLUGIN}`")
 
 
 def pids_naming(path: Path) -> list[int]:
@@ -339,6 +379,7 @@ def start(settings: NodeSettings, timeout_s: float = 240, log=print) -> dict:
     and `lref demo` start."""
     from lref_plugin.build import build_tier_filter
 
+    _check_security(settings)
     settings.extra_plugins = (build_tier_filter(settings.base / "downloads", settings.version, log=log),)
     return up(settings, timeout_s, log)
 
@@ -346,7 +387,7 @@ def start(settings: NodeSettings, timeout_s: float = 240, log=print) -> dict:
 def wait_healthy(settings: NodeSettings, timeout_s: float) -> dict:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        health = http_json(f"{settings.url}/_cluster/health")
+        health = http_json(f"{settings.url}/_cluster/health", access=settings.access)
         if health and health.get("status") in ("green", "yellow"):
             return health
         # Gone: a pid file naming a dead process, or none and no JVM naming it (died in bootstrap).
@@ -399,16 +440,18 @@ def down(settings: NodeSettings, timeout_s: float = 60) -> bool:
 
 def status(settings: NodeSettings) -> dict:
     pid = read_pid(settings)
-    root = http_json(settings.url) or {}
-    health = http_json(f"{settings.url}/_cluster/health") or {}
-    plugins = http_json(f"{settings.url}/_cat/plugins?format=json") or []
+    root = http_json(settings.url, access=settings.access) or {}
+    health = http_json(f"{settings.url}/_cluster/health", access=settings.access) or {}
+    plugins = http_json(f"{settings.url}/_cat/plugins?format=json", access=settings.access) or []
+    version = root.get("version", {}).get("number")
     return {
         "url": settings.url,
         "running": pid is not None,
         "pid": pid,
-        "version": root.get("version", {}).get("number"),
+        "version": version,
         "health": health.get("status"),
         "plugins": sorted({p["component"] for p in plugins}),
-        "dist": str(settings.dist),
+        "dist": str((replace(settings, version=version) if version else settings).dist),
         "state": str(settings.node_dir),
+        **({"security": str(settings.security_dir)} if settings.secured else {}),
     }

@@ -14,8 +14,9 @@ from urllib.parse import urlsplit
 
 from opensearchpy import OpenSearch
 from opensearchpy.exceptions import ConnectionError as OSConnectionError
-from opensearchpy.exceptions import SerializationError, TransportError
+from opensearchpy.exceptions import SerializationError, SSLError, TransportError
 
+from lref_opensearch.access import NO_ACCESS, Access, tls_problem
 from reranker.core import TIERS, load_scheme
 
 CONNECTOR_NAME = "lref-reranker"
@@ -51,6 +52,7 @@ class InstallSpec:
     document_fields: list[str] = field(default_factory=lambda: ["title"])
     min_tier: str = "Mid"
     scheme: str = "four_level"
+    access: Access = NO_ACCESS  # user, password and CA for a secured cluster (connectors need its admin)
 
     def validate(self) -> None:
         if not http_url(self.opensearch_url):
@@ -86,16 +88,27 @@ def http_url(url: str) -> bool:
         return False
 
 
-def connect(url: str) -> OpenSearch:
-    """A client for the OpenSearch node at `url`, which must answer as one."""
+def connect(url: str, access: Access = NO_ACCESS) -> OpenSearch:
+    """A client for the OpenSearch node at `url`, which must answer as one (certificates checked)."""
     if not http_url(url):
         raise InstallError(f"OpenSearch URL must look like http(s)://host:port, got {url!r}")
-    client = OpenSearch(url, timeout=30)
+    if url.startswith("http:") and access.user is not None and urlsplit(url).hostname not in ("127.0.0.1", "localhost", "::1"):
+        raise InstallError(f"--user would send its password unencrypted to {url}: use https://")
+    client = OpenSearch(url, timeout=30, **access.opensearch_kwargs())
     try:
         info = client.info()
+    except SSLError as exc:
+        hint = (f"its certificate does not chain to --ca-cert {access.ca_cert}" if access.ca_cert
+                else "pass the CA that signed the cluster's certificate with --ca-cert")
+        raise InstallError(f"TLS to {url} failed: {tls_problem(exc) or exc.error} ({hint})") from exc
     except OSConnectionError as exc:
         raise InstallError(f"cannot reach OpenSearch at {url} (is it up? `lref opensearch up`)") from exc
     except TransportError as exc:
+        if exc.status_code == 401:
+            raise InstallError(f"{url} refused the credentials (HTTP 401): pass --user and --password-file "
+                               "of a user of that cluster") from exc
+        if exc.status_code == 403:
+            raise InstallError(f"{url}: user {access.user} may not read the cluster (HTTP 403)") from exc
         raise InstallError(f"{url} is not an OpenSearch node (HTTP {exc.status_code})") from exc
     except SerializationError as exc:  # an HTTP server that does not answer JSON
         raise InstallError(f"{url} is not an OpenSearch node (its answer is not JSON)") from exc
@@ -116,7 +129,9 @@ def reason(exc: TransportError) -> str:
     error = info.get("error")
     if isinstance(error, dict):
         return f"{error.get('reason') or error.get('type')} (HTTP {exc.status_code})"
-    return f"{error or exc.error} (HTTP {exc.status_code})"
+    # A HEAD request's refusal has no body: say what the status means.
+    said = error or (exc.error if exc.error not in (None, "", "N/A") else None)
+    return f"{said or {401: 'not authenticated', 403: 'this user may not do that'}.get(exc.status_code, 'refused')} (HTTP {exc.status_code})"
 
 
 # ---- the steps -------------------------------------------------------------------------------
@@ -283,7 +298,7 @@ def ensure_pipelines(client: OpenSearch, spec: InstallSpec, model_id: str) -> di
 def install(spec: InstallSpec) -> list[tuple[str, str, str]]:
     """Returns (what, id, action) rows; raises InstallError with a one-line reason."""
     spec.validate()
-    client = connect(spec.opensearch_url)
+    client = connect(spec.opensearch_url, spec.access)
     check_plugins(client)
     rows = [("ML Commons settings", "persistent", ensure_settings(client, spec))]
     connector_id, action = ensure_connector(client, spec)

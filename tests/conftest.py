@@ -114,10 +114,10 @@ def keyed_server(tiny_model_dir, tmp_path_factory):
     srv.stop()
 
 
-def _node(version: str):
+def _node(version: str, secure: bool = False):
     from engine import TestNode
 
-    node = TestNode(free_port(), free_port(), version)
+    node = TestNode(free_port(), free_port(), version, secure)
     started = node.up()
     if started.returncode != 0:
         node.down()
@@ -142,5 +142,13 @@ SECOND_LINE = "2.19.1"
 @pytest.fixture(scope="session")
 def opensearch_node_2x():
     node = _node(SECOND_LINE)
+    yield node
+    node.down()
+
+
+@pytest.fixture(scope="session")
+def opensearch_node_secure():
+    """2.19.1 with the security plugin (`up --secure`): TLS, an admin and a read-only search user."""
+    node = _node(SECOND_LINE, secure=True)
     yield node
     node.down()

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 
-from lref_opensearch import artifacts
+from lref_opensearch import artifacts, security
 from lref_opensearch.node import NodeSettings
 
 
@@ -26,14 +26,15 @@ def lref(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
 def install(node: "TestNode", reranker_url: str, *extra: str, read_timeout_s: float = 2) -> subprocess.CompletedProcess:
     """`lref opensearch install` with a short read timeout (2 s), so fallbacks are quick to provoke."""
     return lref("opensearch", "install", "--opensearch", node.url, "--reranker-url", reranker_url,
-                "--read-timeout-s", str(read_timeout_s), *extra)
+                "--read-timeout-s", str(read_timeout_s), *node.as_user(security.ADMIN_USER), *extra)
 
 
 def load_titles(node: "TestNode", index: str, titles: list[str], folder: Path) -> None:
     """Index products p0, p1, ... with these titles through `lref opensearch load`."""
     catalog = folder / f"{index}.jsonl"
     catalog.write_text("".join(json.dumps({"product_id": f"p{i}", "title": t}) + "\n" for i, t in enumerate(titles)))
-    loaded = lref("opensearch", "load", str(catalog), "--opensearch", node.url, "--index", index, "--recreate")
+    loaded = lref("opensearch", "load", str(catalog), "--opensearch", node.url, "--index", index, "--recreate",
+                  *node.as_user(security.ADMIN_USER))
     assert loaded.returncode == 0, loaded.stderr
     assert f"indexed {len(titles)} products" in loaded.stdout
 
@@ -46,8 +47,10 @@ def search_body(query: str, size: int = 50, ext: dict | None = None) -> dict:
 
 def search(node: "TestNode", index: str, query: str, pipeline: str | None = None, ext: dict | None = None,
            size: int = 50, timeout: float = 60) -> httpx.Response:
+    """On a secured node, as its read-only user: what a search front end would be given."""
     params = {"search_pipeline": pipeline} if pipeline else {}
-    return httpx.post(f"{node.url}/{index}/_search", params=params, json=search_body(query, size, ext), timeout=timeout)
+    return httpx.post(f"{node.url}/{index}/_search", params=params, json=search_body(query, size, ext), timeout=timeout,
+                      **node.http(security.SEARCH_USER))
 
 
 def ids(result: dict) -> list[str]:
@@ -59,11 +62,27 @@ class TestNode:
 
     __test__ = False
 
-    def __init__(self, http_port: int, transport_port: int, version: str = artifacts.DEFAULT_VERSION) -> None:
-        self.port, self.transport_port, self.version = http_port, transport_port, version
+    def __init__(self, http_port: int, transport_port: int, version: str = artifacts.DEFAULT_VERSION,
+                 secure: bool = False) -> None:
+        self.port, self.transport_port, self.version, self.secure = http_port, transport_port, version, secure
         # Under the lref base dir, not /tmp/pytest-of-*, which the service user cannot enter.
         self.state = NodeSettings().base / "nodes" / f"pytest-{http_port}"
-        self.url = f"http://127.0.0.1:{http_port}"
+        self.url = f"{'https' if secure else 'http'}://127.0.0.1:{http_port}"
+
+    @property
+    def security_dir(self) -> Path:
+        return self.state / "security"
+
+    def as_user(self, user: str) -> list[str]:
+        """The options our commands take to reach the node as `user` (none when it is not secured)."""
+        if not self.secure:
+            return []
+        return ["--user", user, "--password-file", str(security.password_file(self.security_dir, user)),
+                "--ca-cert", str(self.security_dir / "ca.pem")]
+
+    def http(self, user: str = security.ADMIN_USER) -> dict:
+        """httpx keyword arguments for requests as `user`, certificates checked."""
+        return security.access(self.security_dir, user).httpx_kwargs() if self.secure else {}
 
     def up(self) -> subprocess.CompletedProcess:
         shutil.rmtree(self.state, ignore_errors=True)
@@ -73,7 +92,8 @@ class TestNode:
         dead.wait()
         (self.state / "opensearch.pid").write_text(str(dead.pid))
         return lref("opensearch", "up", "--port", str(self.port), "--transport-port", str(self.transport_port),
-                    "--heap", "1g", "--state", str(self.state), "--version", self.version)
+                    "--heap", "1g", "--state", str(self.state), "--version", self.version,
+                    *(["--secure"] if self.secure else []))
 
     def down(self) -> None:
         lref("opensearch", "down", "--port", str(self.port), "--state", str(self.state))

@@ -145,6 +145,15 @@ def garbage(name: str) -> st.SearchStrategy:
     return GARBAGE.map(lambda data: File(name, data))
 
 
+# How a command reaches a secured cluster: each bad alone (a user with no password, a password
+# with no user, an unreadable or multi-line password file, a CA file that is no PEM certificate).
+ACCESS = {
+    "--user": st.sampled_from(["admin", "a:b", "x\x01y"]),
+    "--password-file": st.sampled_from([b"", b"\n", b"\xff\xfe", b"two\nlines", b"password"]).map(lambda b: File("pw", b)),
+    "--ca-cert": garbage("ca.pem"),
+}
+
+
 def spoil(base: list[str], choices: dict[str, st.SearchStrategy], defaults: dict[str, str] | None = None):
     """Command lines: `base` with one option (or a positional "<name>" in it) given a bad value;
     every other positional gets its good value from `defaults`."""
@@ -264,6 +273,7 @@ def test_audit(sandbox, monkeypatch):
         "--format": not_among("auto", "jsonl", "trec", "srw", "quepid"), "--grades": WORD.filter(lambda w: "=" not in w),
         "--index": st.sampled_from(["", ".hidden", "_x", "UPPER", "a b", "a,b"]),
         "--reranker-url": NOT_A_URL,  # used with --judge, which the base does not ask for: passes unchecked or refused
+        **ACCESS,
     }
 
     @FUZZ
@@ -283,13 +293,15 @@ def test_opensearch_commands(sandbox, monkeypatch):
                 "--heap": st.sampled_from(["12", "lots", "1t", "0g", "-1g", "1.5g", "100m", ""]),
                 "--version": st.sampled_from(["../3.6.0", "latest", "3.6", "3.6.0;rm", ""])}, {}),
         "down": (["opensearch", "down"], {"--port": NOT_A_PORT}, {}),
-        "status": (["opensearch", "status"], {"--port": NOT_A_PORT}, {}),
+        "status": (["opensearch", "status"], {"--port": NOT_A_PORT, **ACCESS}, {}),
+        "status of a cluster": (["opensearch", "status", "--opensearch", unreachable],
+                                {"--opensearch": NOT_A_URL, **ACCESS}, {}),
         "plugin": (["opensearch", "plugin", "--out", "{case}/zips"],
                    {"--version": st.sampled_from(["../3.6.0", "latest", "3.6", ""]),
                     "--out": st.sampled_from([b"", b"a file"]).map(lambda b: File("out", b))}, {}),
         "load": (["opensearch", "load", "<catalog>", "--opensearch", unreachable],
                  {"<catalog>": garbage("catalog.jsonl"), "--opensearch": NOT_A_URL,
-                  "--index": st.sampled_from(["", ".plugins-ml-config", "_bad", "Upper", "a/b", "x" * 300])},
+                  "--index": st.sampled_from(["", ".plugins-ml-config", "_bad", "Upper", "a/b", "x" * 300]), **ACCESS},
                  {"<catalog>": "{root}/catalog.jsonl"}),
         "install": (["opensearch", "install", "--opensearch", unreachable],
                     {"--opensearch": NOT_A_URL, "--reranker-url": NOT_A_URL,
@@ -298,7 +310,7 @@ def test_opensearch_commands(sandbox, monkeypatch):
                      "--fields": st.sampled_from([",", "a b", "title;drop", "x/y"]),
                      "--min-tier": not_among("Good", "Mid", "Bad"), "--scheme": garbage("scheme.json"),
                      "--api-key-file": st.sampled_from([b"", b"  \n", b"\xff\xfe", "clé".encode(), b"two words"])
-                     .map(lambda b: File("key", b))}, {}),
+                     .map(lambda b: File("key", b)), **ACCESS}, {}),
     }
     cases = st.sampled_from(sorted(commands)).flatmap(lambda name: spoil(*commands[name]))
 
@@ -321,6 +333,7 @@ def test_demo(sandbox, monkeypatch):
         "--opensearch-url": NOT_A_URL, "--reranker-url": NOT_A_URL, "--index": st.sampled_from([".x", "_x", "A", ""]),
         "--read-timeout-s": st.sampled_from(["0", "-3", "601"]), "--min-tier": not_among("Good", "Mid", "Bad"),
         "--host": st.sampled_from(["no-such-host.invalid", "192.0.2.1"]),
+        **ACCESS,
     }
 
     @FUZZ

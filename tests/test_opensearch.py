@@ -38,11 +38,15 @@ def engine_reranker(tiny_model_dir):
     srv.stop()
 
 
-@pytest.fixture(scope="module", params=["3.6", "2.19"])
+ENGINES = {"3.6": "opensearch_node", "2.19": "opensearch_node_2x", "2.19-secure": "opensearch_node_secure"}
+
+
+@pytest.fixture(scope="module", params=list(ENGINES))
 def engine_node(request):
-    """Each engine line the product supports: 3.6.0 (the default) and 2.19.1. Every test through
-    the pipeline runs on both, from the same plugin sources and installer."""
-    return request.getfixturevalue("opensearch_node" if request.param == "3.6" else "opensearch_node_2x")
+    """Each engine line the product supports: 3.6.0 (the default), 2.19.1, and 2.19.1 secured (TLS,
+    the installer as admin, every search as the read-only user). Every test through the pipeline
+    runs on all three, from the same plugin sources and installer."""
+    return request.getfixturevalue(ENGINES[request.param])
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +69,8 @@ def test_node_is_real_and_on_loopback(engine_node):
     assert report["running"] and report["version"] == engine_node.version
     assert {"opensearch-ml", "opensearch-knn", "opensearch-neural-search", "opensearch-job-scheduler",
             "lref-tier-filter"} <= set(report["plugins"])
-    http = httpx.get(f"{engine_node.url}/_nodes/http").json()
+    assert ("opensearch-security" in report["plugins"]) == engine_node.secure
+    http = httpx.get(f"{engine_node.url}/_nodes/http", **engine_node.http()).json()
     for node in http["nodes"].values():
         assert all(addr.startswith("127.0.0.1:") for addr in node["http"]["bound_address"])
     # What the process really listens on (HTTP and transport), as the kernel sees it.
@@ -123,7 +128,7 @@ def test_install_is_idempotent_and_updates_in_place(stack, engine_reranker):
     assert moved.returncode == 0, moved.stderr
     assert "updated" in moved.stdout
     connectors = httpx.post(f"{stack.url}/_plugins/_ml/connectors/_search",
-                            json={"query": {"match_phrase": {"name": "lref-reranker"}}}).json()
+                            json={"query": {"match_phrase": {"name": "lref-reranker"}}}, **stack.http()).json()
     assert connectors["hits"]["total"]["value"] == 1  # updated, not duplicated
     assert "localhost" in json.dumps(connectors["hits"]["hits"][0]["_source"]["actions"])
     back = install(stack, engine_reranker.url)

@@ -15,6 +15,7 @@ from rich.table import Table
 
 from reranker.console import api_key_from, fail
 
+from ..access import AccessError, access_from, ca_cert_option, password_file_option, user_option
 from . import AuditError
 from .levels import DEFAULT_GRADES, LEVEL_NAMES
 
@@ -91,6 +92,8 @@ def audit(
     out_dir: Path = typer.Option(Path("audit-report"), "--out", help="folder for audit.json, audit.html, plots/"),
     fail_under: Optional[list[str]] = typer.Option(None, help="[RUN:]METRIC=VALUE: exit 1 when below (repeatable)"),
     fail_over: Optional[list[str]] = typer.Option(None, help="[RUN:]METRIC=VALUE: exit 1 when above (repeatable)"),
+    user: Optional[str] = user_option, password_file: Optional[Path] = password_file_option,
+    ca_cert: Optional[Path] = ca_cert_option,
 ) -> None:
     """Measure search pipelines against judgments on the real index (metrics, filter audit, report)."""
     from lref_plugin.install import InstallError, connect
@@ -109,7 +112,7 @@ def audit(
         chosen = query_set(found, read_queries(queries) if queries else None, limit)
         body = search.load_template(template, field)
         api_key = api_key_from(api_key_file)
-        client = connect(opensearch)
+        client = connect(opensearch, access_from(user, password_file, ca_cert))
         search.check_target(client, index, pipeline)
         results, titles = search.run_all(client, index, chosen, pipeline, body, size, field, timeout)
         llm_rows = llm_qrels = None
@@ -119,7 +122,7 @@ def audit(
             titles.update(search.fetch_titles(client, index, missing, field))
             llm_rows = llm_judge.judge(reranker_url, chosen, todo, titles, api_key)
             llm_qrels = llm_judge.as_qrels(llm_rows)
-    except (AuditError, InstallError, OSError) as exc:
+    except (AuditError, InstallError, AccessError, OSError) as exc:
         fail(str(exc))
     import ir_measures
 

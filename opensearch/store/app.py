@@ -19,6 +19,8 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from reranker.service.errors import install_error_handlers  # fastapi only: no torch
 
+from ..access import NO_ACCESS, Access
+
 PIPELINE = "lref-rerank"
 SOURCE_FIELDS = ["title", "brand", "category", "price", "color", "size"]
 MATCH_FIELDS = ["title^3", "brand", "category"]
@@ -40,6 +42,7 @@ class StoreConfig:
     api_key: str | None = None  # the reranker's, for /v1/classify
     default_size: int = 20
     timeout_s: float = 120.0
+    opensearch_access: Access = NO_ACCESS  # a secured cluster's user and CA (never sent to the reranker)
 
 
 class UpstreamError(RuntimeError):
@@ -63,13 +66,14 @@ def _product(hit: dict) -> dict:
 
 
 class Store:
-    def __init__(self, config: StoreConfig, client: httpx.AsyncClient) -> None:
-        self.config, self.client = config, client
+    def __init__(self, config: StoreConfig, reranker: httpx.AsyncClient, opensearch: httpx.AsyncClient) -> None:
+        self.config, self.reranker, self.opensearch = config, reranker, opensearch
 
     async def _post(self, url: str, body: dict, what: str, headers: dict | None = None) -> tuple[dict, float]:
+        client = self.opensearch if url.startswith(self.config.opensearch_url) else self.reranker
         started = time.perf_counter()
         try:
-            response = await self.client.post(url, json=body, headers=headers)
+            response = await client.post(url, json=body, headers=headers)
         except httpx.HTTPError as exc:
             raise UpstreamError(f"{what}: {type(exc).__name__}: {exc}") from exc
         elapsed_ms = (time.perf_counter() - started) * 1000
@@ -143,14 +147,14 @@ class Store:
         out: dict[str, Any] = {"index": self.config.index, "catalog": self.config.catalog_name,
                                "default_size": self.config.default_size, "pipeline": PIPELINE}
         try:
-            count = await self.client.get(f"{self.config.opensearch_url}/{self.config.index}/_count")
+            count = await self.opensearch.get(f"{self.config.opensearch_url}/{self.config.index}/_count")
             out["products"] = count.json().get("count") if count.status_code == 200 else None
-            root = await self.client.get(self.config.opensearch_url)
+            root = await self.opensearch.get(self.config.opensearch_url)
             out["opensearch"] = root.json().get("version", {}).get("number") if root.status_code == 200 else None
         except (httpx.HTTPError, ValueError):
             out["products"] = out["opensearch"] = None
         try:
-            health = (await self.client.get(f"{self.config.reranker_url}/health")).json()
+            health = (await self.reranker.get(f"{self.config.reranker_url}/health")).json()
             out["model"] = model_name(health.get("model"))
         except (httpx.HTTPError, ValueError):
             out["model"] = None
@@ -164,8 +168,9 @@ def _static(name: str) -> str:
 def create_store_app(config: StoreConfig) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        async with httpx.AsyncClient(timeout=config.timeout_s) as client:
-            app.state.store = Store(config, client)
+        async with (httpx.AsyncClient(timeout=config.timeout_s) as reranker,
+                    httpx.AsyncClient(timeout=config.timeout_s, **config.opensearch_access.httpx_kwargs()) as opensearch):
+            app.state.store = Store(config, reranker, opensearch)
             yield
 
     app = FastAPI(title="lref demo store", lifespan=lifespan, docs_url=None, redoc_url=None)

@@ -22,6 +22,7 @@ from rich.console import Console
 from lref_plugin.install import DEFAULT_READ_TIMEOUT_S
 from reranker.console import bind_problem, fail
 
+from ..access import NO_ACCESS, AccessError, access_from, ca_cert_option, password_file_option, user_option
 from .app import StoreConfig, create_store_app, model_name
 
 out = Console(soft_wrap=True)  # log lines stay whole lines, whatever the terminal's width
@@ -187,6 +188,8 @@ def demo(
     opensearch_state: Optional[Path] = typer.Option(None, help="state dir of the local node (as `lref opensearch up --state`)"),
     heap: Optional[str] = typer.Option(None, help="JVM heap of a node it starts (default: a quarter of RAM, 1g to 4g)"),
     opensearch_url: Optional[str] = typer.Option(None, help="use this OpenSearch instead of a local node"),
+    user: Optional[str] = user_option, password_file: Optional[Path] = password_file_option,
+    ca_cert: Optional[Path] = ca_cert_option,
     reranker_port: int = typer.Option(8000, help="port for the reranker it starts"),
     reranker_url: Optional[str] = typer.Option(None, help="use this running reranker instead of starting one (judge options then unused)"),
     read_timeout_s: int = typer.Option(DEFAULT_READ_TIMEOUT_S, help="connector read timeout in seconds; past it a search keeps BM25 order"),
@@ -238,9 +241,18 @@ def demo(
              "a running reranker with --reranker-url)")
     settings = NodeSettings(http_port=opensearch_port, transport_port=transport_port, heap=heap or default_heap(),
                             state=opensearch_state)
+    try:
+        access = access_from(user, password_file, ca_cert)
+    except AccessError as exc:
+        fail(str(exc))
+    if opensearch_url is None and access != NO_ACCESS:
+        fail("--user, --password-file and --ca-cert go with --opensearch-url (a local node started with "
+             "--secure is reached as its admin without them)")
+    access = access if opensearch_url else settings.access
     spec = InstallSpec(opensearch_url=opensearch_url or settings.url,
                        reranker_url=reranker_url or f"http://127.0.0.1:{reranker_port}",
-                       read_timeout_s=read_timeout_s, min_tier=config.policy.min_tier, scheme=config.scheme)
+                       read_timeout_s=read_timeout_s, min_tier=config.policy.min_tier, scheme=config.scheme,
+                       access=access)
     try:
         spec.validate()
     except InstallError as exc:
@@ -258,7 +270,7 @@ def demo(
                     reranker = Reranker(reranker_port, judge)
                     started.callback(reranker.stop)
                     reranker.wait_ready(timeout)
-                client = connect(spec.opensearch_url)
+                client = connect(spec.opensearch_url, access)
                 out.print(f"catalog: {path} ({products} products)")
                 count, loaded = load_once(client, path, index)
                 out.print(f"{'indexed' if loaded else 'already indexed:'} {count} products in {index}")
@@ -266,7 +278,7 @@ def demo(
                     out.print(f"  {what} {ident}: {action}")
                 store = create_store_app(StoreConfig(
                     opensearch_url=spec.opensearch_url, reranker_url=spec.reranker_url, index=index,
-                    catalog_name=catalog_name, default_size=size, timeout_s=read_timeout_s + 30,
+                    catalog_name=catalog_name, default_size=size, timeout_s=read_timeout_s + 30, opensearch_access=access,
                 ))
                 serving = True
                 _StoreServer(store, host, port).run()
