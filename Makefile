@@ -4,8 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 
 # Debian packages the tests need: headless chromium and its driver (tests/test_demo.py drives the
-# demo store with them) and docker-compose (tests/test_compose.py validates docker-compose.yml).
-DEBS := chromium chromium-driver docker-compose
+# demo store with them), docker-compose (tests/test_compose.py validates docker-compose.yml) and
+# haproxy (`lref balance` in front of reranker replicas, tests/test_replicas.py).
+DEBS := chromium chromium-driver docker-compose haproxy
 
 .PHONY: setup debs run test bench bench-load
 

@@ -197,14 +197,20 @@ def search_body(query: str, k: int) -> dict:
             "ext": {"rerank": {"query_context": {"query_text": query}}}}
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def stack_arguments(description: str, queries: int) -> argparse.ArgumentParser:
+    """The options every stack benchmark shares: the judge, the catalog, the queries, top-k."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--model", help="judge model for `lref serve` (default: its default, SmolLM2-135M-Instruct)")
     parser.add_argument("--catalog", type=Path, default=DATA / "products.jsonl")
     parser.add_argument("--dev", type=Path, default=DATA / "dev.jsonl", help="where the queries come from")
     parser.add_argument("--index", default="products")
-    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--queries", type=int, default=queries)
     parser.add_argument("--k", type=int, default=20, help="hits per search, documents per rerank request")
+    return parser
+
+
+def main() -> int:
+    parser = stack_arguments(__doc__.splitlines()[0], queries=200)
     parser.add_argument("--clients", type=int, default=4, help="concurrent clients (1 to 32)")
     parser.add_argument("--seconds", type=float, default=30, help="length of each phase (at most 600)")
     parser.add_argument("--rounds", type=int, default=3, help="turns the reranker phases take, --seconds in all")

@@ -5,6 +5,8 @@ FROM python:3.11-slim-bookworm
 ARG EXTRAS=
 ENV PIP_NO_CACHE_DIR=1 PYTHONUNBUFFERED=1 LREF_CACHE=/var/cache/lref
 WORKDIR /opt/lref
+# HAProxy for `lref balance` (the compose file's balancer in front of the reranker replicas).
+RUN apt-get update && apt-get install -y --no-install-recommends haproxy && rm -rf /var/lib/apt/lists/*
 COPY pyproject.toml README.md ./
 COPY reranker/ reranker/
 COPY training/ training/

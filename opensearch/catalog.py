@@ -89,8 +89,21 @@ def ensure_index(client: OpenSearch, index: str, recreate: bool = False) -> bool
         return False
     if exists:
         client.indices.delete(index=index)
-    call(client, "PUT", f"/{index}", definition("products_index.json"), what=f"creating index {index}")
+    call(client, "PUT", f"/{index}", index_body(client), what=f"creating index {index}")
     return True
+
+
+MAX_PRIMARIES = 3  # a catalog of ~10^5 titles: more shards only add per-shard overhead
+
+
+def index_body(client: OpenSearch) -> dict:
+    """The catalog index: one shard on a single node; on a cluster a primary per data node (at most
+    MAX_PRIMARIES) and one replica of each, so that losing a node loses no product."""
+    body = definition("products_index.json")
+    data_nodes = call(client, "GET", "/_cluster/health", what="reading cluster health").get("number_of_data_nodes", 1)
+    if data_nodes > 1:
+        body["settings"]["index"].update(number_of_shards=min(data_nodes, MAX_PRIMARIES), number_of_replicas=1)
+    return body
 
 
 def _actions(index: str, products: list[dict]) -> Iterator[dict]:

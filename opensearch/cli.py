@@ -58,14 +58,22 @@ def up(
     timeout: float = typer.Option(240, help="seconds to wait for a healthy cluster"),
     secure: bool = typer.Option(False, help="the security plugin: TLS with a CA made for this state dir, an admin "
                                             "and a read-only user with generated passwords (files under STATE/security)"),
+    nodes: int = typer.Option(1, help="nodes of one cluster, on ports PORT.. and TRANSPORT_PORT.. counting up "
+                                      "(default heap then: a quarter of RAM shared, at least 1g each)"),
 ) -> None:
     """Fetch, assemble (plugins + our tier filter), start and wait until healthy."""
     from lref_plugin.build import BuildError
 
+    from . import cluster
     from .node import start
 
+    if not 1 <= nodes <= cluster.MAX_NODES:
+        fail(f"--nodes must be between 1 and {cluster.MAX_NODES}, got {nodes}")
     check_port("--port", port)
     check_port("--transport-port", transport_port)
+    for option, first in (("--port", port), ("--transport-port", transport_port)):
+        if first + nodes - 1 > 65535:
+            fail(f"{option} {first} with --nodes {nodes} runs past port 65535")
     if not 0 < timeout < float("inf"):  # nan fails this too
         fail(f"--timeout must be a positive number of seconds, got {timeout}")
     if heap is not None and (problem := heap_problem(heap)):
@@ -73,12 +81,19 @@ def up(
     if version is None:  # not `or`: an empty --version is refused below, not read as the default
         version = security.SECURE_VERSION if secure else artifacts.DEFAULT_VERSION
     check_version(version)
-    settings = _settings(port, transport_port, heap, version, state, secure)
+    settings = _settings(port, transport_port, heap or default_heap(nodes), version, state, secure)
     try:
-        health = start(settings, timeout_s=timeout, log=out.print)
+        if nodes == 1:
+            health = start(settings, timeout_s=timeout, log=out.print)
+        else:
+            health = cluster.start(settings, nodes, timeout_s=timeout, log=out.print)
     except (NodeError, JavaError, artifacts.ArtifactError, BuildError, OSError) as exc:
         fail(str(exc))
-    out.print(f"OpenSearch {version} is {health['status']} at {settings.url}")
+    if nodes == 1:
+        out.print(f"OpenSearch {version} is {health['status']} at {settings.url}")
+    else:
+        out.print(f"OpenSearch {version}, {health['number_of_nodes']} nodes, is {health['status']} at "
+                  + ", ".join(m.url for m in cluster.members(settings, nodes)))
     if secure:
         keys = settings.security_dir
         out.print(f"  CA certificate: {keys / 'ca.pem'} (pass it as --ca-cert)\n"
@@ -90,11 +105,19 @@ def up(
 @opensearch_app.command()
 def down(port: int = _port, state: Optional[Path] = _state,
          force: bool = typer.Option(False, help="stop it even while a running `lref demo` uses it")) -> None:
-    """Stop the node started by `up`."""
+    """Stop the node (or every node of the cluster) started by `up`."""
+    from . import cluster
     from .node import down as stop, read_pid, users
 
     check_port("--port", port)
     settings = _settings(port, 9300, "1g", artifacts.DEFAULT_VERSION, state)
+    try:
+        members = cluster.recorded(settings)
+    except NodeError as exc:
+        fail(str(exc))
+    if members is not None:
+        out.print("stopped" if cluster.down(members) else f"no cluster started by lref is running on port {port}")
+        return
     using = users(settings) if read_pid(settings) is not None else []
     if using and not force:
         fail(f"the node on port {port} is in use by " + ", ".join(f"{what} (pid {pid})" for pid, what in using)
@@ -119,7 +142,14 @@ def status(
         fail("--user, --password-file and --ca-cert go with --opensearch URL (a local node started with "
              "--secure is reached as its admin without them)")
     if opensearch is None:
-        report = node_status(_settings(port, 9300, "1g", artifacts.DEFAULT_VERSION, state))
+        from . import cluster
+
+        settings = _settings(port, 9300, "1g", artifacts.DEFAULT_VERSION, state)
+        try:
+            members = cluster.recorded(settings)
+        except NodeError as exc:
+            fail(str(exc))
+        report = node_status(settings) if members is None else cluster.status(members)
     else:
         report = _cluster_status(opensearch, access)
     out.print_json(json.dumps(report))

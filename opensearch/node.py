@@ -44,10 +44,11 @@ def default_base() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "lref" / "opensearch"
 
 
-def default_heap() -> str:
-    """A quarter of RAM, between 1 and 4 GiB: leaves room for the reranker's model on a 24 GiB box."""
+def default_heap(nodes: int = 1) -> str:
+    """A quarter of RAM shared by the nodes, each between 1 and 4 GiB: leaves room for the
+    reranker's model on a 24 GiB box."""
     total_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return f"{int(min(4, max(1, total_gib // 4)))}g"
+    return f"{int(min(4, max(1, total_gib // 4 // nodes)))}g"
 
 
 def heap_problem(heap: str) -> str | None:
@@ -73,6 +74,7 @@ class NodeSettings:
     state: Path | None = None  # config/data/logs of this node; default base/nodes/<http_port>
     extra_plugins: tuple[Path, ...] = ()  # plugin zips of our own (the tier filter)
     secure: bool | None = None  # `up --secure`; None (status, down): as the state dir says
+    peers: tuple[tuple[int, int], ...] = ()  # (http, transport) ports of every member of a local cluster
 
     @property
     def security_dir(self) -> Path:
@@ -232,12 +234,15 @@ def _write_config(settings: NodeSettings) -> Path:
     shutil.rmtree(conf, ignore_errors=True)
     shutil.copytree(settings.dist / "config", conf)
     lines = {
-        "cluster.name": "lref",
+        "cluster.name": f"lref-cluster-{settings.peers[0][0]}" if settings.peers else "lref",
         "node.name": f"lref-{settings.http_port}",
         "network.host": LOOPBACK,
         "http.port": settings.http_port,
         "transport.port": settings.transport_port,
-        "discovery.type": "single-node",
+        **({"discovery.seed_hosts": json.dumps([f"{LOOPBACK}:{t}" for _, t in settings.peers]),
+            # Read on the cluster's first start only; every member is cluster-manager eligible.
+            "cluster.initial_cluster_manager_nodes": json.dumps([f"lref-{h}" for h, _ in settings.peers])}
+           if settings.peers else {"discovery.type": "single-node"}),
         "path.data": str(settings.node_dir / "data"),
         "path.logs": str(settings.node_dir / "logs"),
         # A dev/CI box may be nearly full; a single node should not go read-only because of it.
@@ -283,12 +288,26 @@ def up(settings: NodeSettings, timeout_s: float = 240, log=print) -> dict:
         health = wait_healthy(settings, timeout_s)
         log(f"OpenSearch already running at {settings.url}")
         return health
+    check_ports(settings)
+    assemble(settings, log)
+    try:
+        launch(settings, log)
+        return wait_healthy(settings, timeout_s)
+    except BaseException:  # not healthy in time, or interrupted: never leave a JVM behind
+        stop_started(settings)
+        raise
+
+
+def check_ports(settings: NodeSettings) -> None:
     if http_json(settings.url) is not None:
         raise NodeError(f"port {settings.http_port} already answers HTTP and is not a node started by lref")
     for port in (settings.http_port, settings.transport_port):
         if not port_free(port):
             raise NodeError(f"port {port} on 127.0.0.1 is in use: choose another with --port / --transport-port")
-    assemble(settings, log)
+
+
+def launch(settings: NodeSettings, log=print) -> None:
+    """Write the node's config and start its JVM in the background (assembled dist needed)."""
     settings.node_dir.mkdir(parents=True, exist_ok=True)
     # A pid file left by a node that died would read as "exited while starting" until the new JVM rewrites it.
     settings.pid_file.unlink(missing_ok=True)
@@ -307,13 +326,8 @@ def up(settings: NodeSettings, timeout_s: float = 240, log=print) -> dict:
     log(f"starting OpenSearch {settings.version} on {settings.url} (heap {settings.heap})")
     with open(settings.node_dir / "stdout.log", "ab") as out:
         done = subprocess.run(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=settings.node_dir)
-    try:
-        if done.returncode != 0:
-            raise NodeError(f"OpenSearch did not start (exit {done.returncode}): {log_tail(settings)}")
-        return wait_healthy(settings, timeout_s)
-    except BaseException:  # not healthy in time, or interrupted: never leave a JVM behind
-        stop_started(settings)
-        raise
+    if done.returncode != 0:
+        raise NodeError(f"OpenSearch did not start (exit {done.returncode}): {log_tail(settings)}")
 
 
 def _check_security(settings: NodeSettings) -> None:
@@ -374,25 +388,32 @@ def port_free(port: int) -> bool:
     return bind_problem("127.0.0.1", port) is None
 
 
-def start(settings: NodeSettings, timeout_s: float = 240, log=print) -> dict:
-    """`up` with our tier-filter plugin built (once per source) and installed: what `lref opensearch up`
-    and `lref demo` start."""
+def with_tier_filter(settings: NodeSettings, log=print) -> NodeSettings:
+    """The settings with our tier-filter plugin built (once per source) to be installed."""
     from lref_plugin.build import build_tier_filter
 
     _check_security(settings)
     settings.extra_plugins = (build_tier_filter(settings.base / "downloads", settings.version, log=log),)
-    return up(settings, timeout_s, log)
+    return settings
 
 
-def wait_healthy(settings: NodeSettings, timeout_s: float) -> dict:
+def start(settings: NodeSettings, timeout_s: float = 240, log=print) -> dict:
+    """`up` with our tier filter: what `lref opensearch up` and `lref demo` start."""
+    return up(with_tier_filter(settings, log), timeout_s, log)
+
+
+def wait_healthy(settings: NodeSettings, timeout_s: float, members: list[NodeSettings] | None = None) -> dict:
+    """Yellow or green, with every member of `members` (default: this node alone) joined."""
+    members = members or [settings]
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         health = http_json(f"{settings.url}/_cluster/health", access=settings.access)
-        if health and health.get("status") in ("green", "yellow"):
+        if health and health.get("status") in ("green", "yellow") and health.get("number_of_nodes", 0) >= len(members):
             return health
-        # Gone: a pid file naming a dead process, or none and no JVM naming it (died in bootstrap).
-        if read_pid(settings) is None and (settings.pid_file.exists() or not pids_naming(settings.pid_file)):
-            raise NodeError(f"OpenSearch exited while starting: {log_tail(settings)}")
+        for member in members:
+            # Gone: a pid file naming a dead process, or none and no JVM naming it (died in bootstrap).
+            if read_pid(member) is None and (member.pid_file.exists() or not pids_naming(member.pid_file)):
+                raise NodeError(f"OpenSearch at {member.url} exited while starting: {log_tail(member)}")
         time.sleep(1)
     raise NodeError(f"OpenSearch not healthy after {timeout_s:.0f}s at {settings.url}: {log_tail(settings)}")
 

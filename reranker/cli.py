@@ -110,6 +110,44 @@ def judge_options(command):
 
 
 @app.command()
+def balance(
+    replica: list[str] = typer.Option(..., "--replica", help="an `lref serve` to send requests to, http://host:port (repeatable)"),
+    host: str = typer.Option("127.0.0.1", help="the balancer's bind address (loopback by default)"),
+    port: int = typer.Option(8000, help="the balancer's port: point the connector here"),
+    check_interval_ms: int = typer.Option(1000, help="how often each replica's /health is checked (2 misses: down)"),
+    write_config: Optional[Path] = typer.Option(None, help="only write the HAProxy config to this file (for "
+                                                           "docker-compose or an HAProxy of your own) and exit"),
+) -> None:
+    """HAProxy in front of several `lref serve` replicas: health checks on /health, requests a dying
+    replica dropped retried on another. Runs in the foreground; Ctrl-C stops it."""
+    import os
+
+    from .balancer import Balancer, BalancerError, check_config, find_haproxy, haproxy_config, replica_address
+    from .models.loading import cache_dir
+
+    if not 50 <= check_interval_ms <= 60_000:
+        fail(f"--check-interval-ms must be between 50 and 60000, got {check_interval_ms}")
+    try:
+        balancer = Balancer(tuple(replica_address(r) for r in replica), host, port, check_interval_ms)
+        text = haproxy_config(balancer)
+        if write_config is None:
+            check_listen("--host", host, "--port", port)
+        path = write_config or cache_dir() / "balancer" / f"haproxy-{port}.cfg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        check_config(path)
+    except (BalancerError, OSError) as exc:
+        fail(str(exc))
+    if write_config is not None:
+        typer.echo(f"wrote {path}")
+        return
+    Console(stderr=True).print(f"balancing {', '.join(balancer.replicas)} on http://{host}:{port} (config {path})",
+                               highlight=False, soft_wrap=True)
+    sys.stderr.flush()
+    os.execv(find_haproxy(), ["haproxy", "-db", "-f", str(path)])  # HAProxy itself gets the signals
+
+
+@app.command()
 @judge_options
 def serve(
     judge: dict,

@@ -27,6 +27,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def free_ports(count: int) -> int:
+    """The first of `count` consecutive ports that are free on 127.0.0.1 now (a cluster's members)."""
+    from reranker.console import bind_problem
+
+    for _ in range(200):
+        first = free_port()
+        if first + count <= 65535 and all(bind_problem("127.0.0.1", first + i) is None for i in range(count)):
+            return first
+    raise RuntimeError(f"no {count} consecutive free ports")
+
+
 def post(server, path, body=None, **kw) -> httpx.Response:
     return httpx.post(server.url + path, json=body, timeout=60, **kw)
 
@@ -60,13 +71,14 @@ def metric(url: str, sample: str) -> float:
 
 
 class Server:
-    """A real `lref serve` process on loopback."""
+    """A real `lref serve` process on loopback (or `lref balance`, which answers /health the same way)."""
 
-    def __init__(self, args: list[str], env: dict | None = None, port: int | None = None) -> None:
+    def __init__(self, args: list[str], env: dict | None = None, port: int | None = None,
+                 command: str = "serve") -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        cmd = [sys.executable, "-m", "reranker.cli", "serve", "--port", str(self.port), *args]
-        self.log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"lref-serve-{self.port}.log", "w+")
+        cmd = [sys.executable, "-m", "reranker.cli", command, "--port", str(self.port), *args]
+        self.log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"lref-{command}-{self.port}.log", "w+")
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
 
     def wait_ready(self, timeout: float = 120) -> None:
@@ -114,10 +126,10 @@ def keyed_server(tiny_model_dir, tmp_path_factory):
     srv.stop()
 
 
-def _node(version: str, secure: bool = False):
+def _node(version: str, secure: bool = False, nodes: int = 1):
     from engine import TestNode
 
-    node = TestNode(free_port(), free_port(), version, secure)
+    node = TestNode(free_ports(nodes), free_ports(nodes), version, secure, nodes)
     started = node.up()
     if started.returncode != 0:
         node.down()
@@ -142,6 +154,14 @@ SECOND_LINE = "2.19.1"
 @pytest.fixture(scope="session")
 def opensearch_node_2x():
     node = _node(SECOND_LINE)
+    yield node
+    node.down()
+
+
+@pytest.fixture(scope="session")
+def opensearch_cluster():
+    """Three 3.6.0 nodes of one cluster (`up --nodes 3`, 1 GiB heap each)."""
+    node = _node(artifacts.DEFAULT_VERSION, nodes=3)
     yield node
     node.down()
 

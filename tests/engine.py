@@ -39,6 +39,15 @@ def load_titles(node: "TestNode", index: str, titles: list[str], folder: Path) -
     assert f"indexed {len(titles)} products" in loaded.stdout
 
 
+def ready_stack(node: "TestNode", reranker_url: str, index: str, titles: list[str], folder: Path,
+                read_timeout_s: float = 2) -> "TestNode":
+    """The catalog loaded and the connector and pipelines installed, pointing at `reranker_url`."""
+    load_titles(node, index, titles, folder)
+    installed = install(node, reranker_url, read_timeout_s=read_timeout_s)
+    assert installed.returncode == 0, installed.stdout + installed.stderr
+    return node
+
+
 def search_body(query: str, size: int = 50, ext: dict | None = None) -> dict:
     """Top-`size` BM25 on title, with the query text the rerank step sends to the reranker."""
     return {"query": {"match": {"title": query}}, "size": size,
@@ -46,11 +55,12 @@ def search_body(query: str, size: int = 50, ext: dict | None = None) -> dict:
 
 
 def search(node: "TestNode", index: str, query: str, pipeline: str | None = None, ext: dict | None = None,
-           size: int = 50, timeout: float = 60) -> httpx.Response:
-    """On a secured node, as its read-only user: what a search front end would be given."""
+           size: int = 50, timeout: float = 60, url: str | None = None) -> httpx.Response:
+    """On a secured node, as its read-only user: what a search front end would be given. `url`:
+    one member of a cluster (default: the first)."""
     params = {"search_pipeline": pipeline} if pipeline else {}
-    return httpx.post(f"{node.url}/{index}/_search", params=params, json=search_body(query, size, ext), timeout=timeout,
-                      **node.http(security.SEARCH_USER))
+    return httpx.post(f"{url or node.url}/{index}/_search", params=params, json=search_body(query, size, ext),
+                      timeout=timeout, **node.http(security.SEARCH_USER))
 
 
 def ids(result: dict) -> list[str]:
@@ -63,11 +73,13 @@ class TestNode:
     __test__ = False
 
     def __init__(self, http_port: int, transport_port: int, version: str = artifacts.DEFAULT_VERSION,
-                 secure: bool = False) -> None:
+                 secure: bool = False, nodes: int = 1) -> None:
         self.port, self.transport_port, self.version, self.secure = http_port, transport_port, version, secure
+        self.nodes = nodes
         # Under the lref base dir, not /tmp/pytest-of-*, which the service user cannot enter.
         self.state = NodeSettings().base / "nodes" / f"pytest-{http_port}"
-        self.url = f"{'https' if secure else 'http'}://127.0.0.1:{http_port}"
+        self.urls = [f"{'https' if secure else 'http'}://127.0.0.1:{http_port + i}" for i in range(nodes)]
+        self.url = self.urls[0]
 
     @property
     def security_dir(self) -> Path:
@@ -91,8 +103,12 @@ class TestNode:
         dead = subprocess.Popen(["true"])
         dead.wait()
         (self.state / "opensearch.pid").write_text(str(dead.pid))
+        return self.up_again()
+
+    def up_again(self) -> subprocess.CompletedProcess:
+        """`lref opensearch up` on the state as it is (members that run are left alone)."""
         return lref("opensearch", "up", "--port", str(self.port), "--transport-port", str(self.transport_port),
-                    "--heap", "1g", "--state", str(self.state), "--version", self.version,
+                    "--heap", "1g", "--state", str(self.state), "--version", self.version, "--nodes", str(self.nodes),
                     *(["--secure"] if self.secure else []))
 
     def down(self) -> None:
@@ -168,17 +184,21 @@ class SearchLoad:
 
     __test__ = False
 
-    def __init__(self, node: "TestNode", index: str, query: str, pipeline: str, workers: int = 3) -> None:
+    def __init__(self, node: "TestNode", index: str, query: str, pipeline: str, workers: int = 3,
+                 urls: list[str] | None = None) -> None:
+        """`urls`: the members the workers send to, worker i to urls[i % len(urls)] (default: the first)."""
         self.node, self.index, self.query, self.pipeline = node, index, query, pipeline
+        self.urls = urls or [node.url]
         self.outcomes: list[Outcome] = []
         self.stopping = threading.Event()
-        self.threads = [threading.Thread(target=self._search, daemon=True) for _ in range(workers)]
+        self.threads = [threading.Thread(target=self._search, args=(self.urls[i % len(self.urls)],), daemon=True)
+                        for i in range(workers)]
 
-    def _search(self) -> None:
+    def _search(self, url: str) -> None:
         while not self.stopping.is_set():
             started = time.monotonic()
             try:
-                response = search(self.node, self.index, self.query, self.pipeline, timeout=30)
+                response = search(self.node, self.index, self.query, self.pipeline, timeout=30, url=url)
                 result = response.json() if response.status_code == 200 else None
                 outcome = Outcome(started, time.monotonic(), response.status_code, result,
                                   None if result else response.text[:300])
@@ -189,6 +209,10 @@ class SearchLoad:
     def since(self, mark: float, until: float = float("inf")) -> list[Outcome]:
         """The searches that started after `mark` and ended before `until`."""
         return [o for o in list(self.outcomes) if o.started >= mark and o.ended <= until]
+
+    def overlapping(self, start: float, end: float) -> list[Outcome]:
+        """The searches that were under way at some moment of [start, end) (a fault's window)."""
+        return [o for o in list(self.outcomes) if o.ended >= start and o.started < end]
 
     def wait_for(self, count: int, mark: float, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout

@@ -44,20 +44,28 @@ def test_config_is_valid():
 
 def test_services_health_checks_and_start_order(config):
     services = config["services"]
-    assert set(services) == {"opensearch", "reranker", "reranker-gpu", "store"}
+    assert set(services) == {"opensearch", "reranker", "reranker-1", "reranker-2", "reranker-gpu", "store"}
     for name, service in services.items():
         check = service["healthcheck"]
         assert check["test"][0] in ("CMD", "CMD-SHELL") and check["retries"] > 0, name
-        assert all(port.startswith("127.0.0.1:") for port in service["ports"]), name  # loopback only
+        assert all(port.startswith("127.0.0.1:") for port in service.get("ports", [])), name  # loopback only
     health_urls = {name: re.search(r"http://127\.0\.0\.1:(\d+)/", " ".join(s["healthcheck"]["test"])).group(1)
                    for name, s in services.items()}
-    assert health_urls == {"opensearch": "9200", "reranker": "8000", "reranker-gpu": "8000", "store": "8080"}
+    assert health_urls == {"opensearch": "9200", "reranker": "8000", "reranker-1": "8000", "reranker-2": "8000",
+                           "reranker-gpu": "8000", "store": "8080"}
     assert services["store"]["depends_on"] == {"opensearch": {"condition": "service_healthy"},
                                                "reranker": {"condition": "service_healthy"}}
     store = services["store"]["command"]
     assert store[:2] == ["lref", "demo"]
     assert "--opensearch-url=http://opensearch:9200" in store and "--reranker-url=http://reranker:8000" in store
-    assert services["reranker"]["command"][:2] == ["lref", "serve"]
+    # The reranker the store and connector reach is the balancer in front of two replicas.
+    balancer = services["reranker"]["command"]
+    assert balancer[:2] == ["lref", "balance"] and "ports" not in services["reranker-1"]
+    assert [balancer[i + 1] for i, a in enumerate(balancer) if a == "--replica"] == \
+        ["http://reranker-1:8000", "http://reranker-2:8000"]
+    for replica in ("reranker-1", "reranker-2"):
+        assert services[replica]["command"][:2] == ["lref", "serve"]
+    assert set(services["reranker"]["depends_on"]) == {"reranker-1", "reranker-2"}
     env = services["opensearch"]["environment"]
     assert env["discovery.type"] == "single-node" and env["DISABLE_SECURITY_PLUGIN"] == "true"
 

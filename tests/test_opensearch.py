@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from conftest import Server, free_port, listening_addresses, metric
-from engine import DelayProxy, SearchLoad, TestNode, ids, install, lref, load_titles
+from engine import DelayProxy, SearchLoad, TestNode, ids, install, lref, ready_stack
 from engine import search as engine_search
 from lref_opensearch.node import pids_naming
 
@@ -51,10 +51,7 @@ def engine_node(request):
 
 @pytest.fixture(scope="module")
 def stack(engine_node, engine_reranker, tmp_path_factory):
-    load_titles(engine_node, INDEX, CATALOG, tmp_path_factory.mktemp("catalog"))
-    installed = install(engine_node, engine_reranker.url)
-    assert installed.returncode == 0, installed.stdout + installed.stderr
-    return engine_node
+    return ready_stack(engine_node, engine_reranker.url, INDEX, CATALOG, tmp_path_factory.mktemp("catalog"))
 
 
 def search(node, pipeline: str | None, ext: dict | None = None) -> dict:
