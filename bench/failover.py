@@ -87,6 +87,7 @@ class Stack:
         self.model, self.logs = model, logs
         self.procs: list[subprocess.Popen] = []
         self.replicas: list[subprocess.Popen] = []
+        self.dtypes: list[str] = []
 
     def _spawn(self, args: list[str], log: str) -> subprocess.Popen:
         with open(self.logs / log, "w") as sink:
@@ -117,6 +118,7 @@ class Stack:
             raise RuntimeError(f"lref opensearch install failed: {installed.stderr.strip()[-500:]}")
         for i, (proc, port) in enumerate(zip(self.replicas, ports)):
             wait_ok(f"http://127.0.0.1:{port}/health", proc, f"replica {i}")
+        self.dtypes = [httpx.get(f"http://127.0.0.1:{p}/health", timeout=5).json()["dtype"] for p in ports]
         wait_ok(f"{balancer_url}/health", balancer, "the balancer")
         return balancer_url
 
@@ -214,7 +216,7 @@ def main() -> int:
     for path in (args.catalog, args.dev):
         if not path.is_file():
             parser.error(f"{path} is missing")
-    from reranker.models.loading import cpu_summary, pick_dtype
+    from reranker.models.loading import cpu_summary
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     queries = queries_from(args.dev, args.queries)
@@ -250,11 +252,10 @@ def main() -> int:
     for row in rows:
         table.add_row(*row)
     out.print(table)
-    out.print(f"CPU: {cpu_summary()}; replicas' dtype (--dtype auto): "
-              f"{str(pick_dtype('auto', 'cpu')).removeprefix('torch.')}")
+    out.print(f"CPU: {cpu_summary()}; the replicas' dtype (--dtype auto): {', '.join(stack.dtypes)}")
     out.print(f"command: {' '.join(sys.argv)}")
     args.out.write_text(json.dumps({"rows": rows, "args": {k: str(v) for k, v in vars(args).items()},
-                                    "cpu": cpu_summary()}, indent=1))
+                                    "cpu": cpu_summary(), "dtypes": stack.dtypes}, indent=1))
     return 0
 
 

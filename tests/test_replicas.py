@@ -46,6 +46,8 @@ def served(server: Server) -> float:
 
 def test_both_replicas_serve_through_the_balancer(balanced, replicas):
     node, _ = balanced
+    # Started side by side, they measured the CPU once between them (`--dtype auto`): one dtype, one score.
+    assert len({httpx.get(f"{r.url}/health", timeout=5).json()["dtype"] for r in replicas}) == 1
     before = [served(r) for r in replicas]
     results = [search(node, INDEX, QUERY, "lref-rerank").json() for _ in range(6)]
     assert all(r["ext"]["lref"]["reranked"] for r in results)

@@ -3,6 +3,8 @@ model's own attention alone for everyone else, and steps aside for attention it 
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from transformers import MistralConfig, MistralForCausalLM
@@ -99,3 +101,27 @@ def test_auto_dtype_on_a_cpu_follows_the_measured_bf16_speed():
     assert loading.pick_dtype("auto", "cpu") == (torch.bfloat16 if fast else torch.float32)
     assert loading.cpu_facts()["bf16_speedup"] == (None if speedup is None else round(speedup, 2))
     assert loading.pick_dtype("bfloat16", "cpu") == torch.bfloat16  # an explicit dtype is never second-guessed
+
+
+def test_the_bf16_probe_is_kept_per_machine_so_replicas_agree(tmp_path, monkeypatch):
+    """Replicas started side by side would each time a matmul on the same busy cores and could
+    choose different dtypes; the first measurement is kept in the cache and read by the rest."""
+    monkeypatch.setenv("LREF_CACHE", str(tmp_path))
+    loading.cpu_bf16_speedup.cache_clear()
+    try:
+        first = loading.cpu_bf16_speedup()
+        kept = tmp_path / "cpu-bf16-speedup.json"
+        if first is None:  # no bf16 flags: nothing to measure, nothing kept
+            assert not kept.exists()
+            return
+        record = json.loads(kept.read_text())
+        assert record["speedup"] == first and record["machine"]["torch"] == torch.__version__
+        kept.write_text(json.dumps({**record, "speedup": 9.5}))  # as if another process had measured 9.5
+        loading.cpu_bf16_speedup.cache_clear()
+        assert loading.cpu_bf16_speedup() == 9.5 and loading.pick_dtype("auto", "cpu") == torch.bfloat16
+        kept.write_text(json.dumps({**record, "machine": {**record["machine"], "cpu": "another CPU"}, "speedup": 9.5}))
+        loading.cpu_bf16_speedup.cache_clear()
+        assert loading.cpu_bf16_speedup() != 9.5  # measured again: the record was another machine's
+        assert json.loads(kept.read_text())["machine"] == record["machine"]
+    finally:
+        loading.cpu_bf16_speedup.cache_clear()

@@ -155,7 +155,7 @@ class Store:
             out["products"] = out["opensearch"] = None
         try:
             health = (await self.reranker.get(f"{self.config.reranker_url}/health")).json()
-            out["model"] = model_name(health.get("model"))
+            out["model"] = model_name(health.get("judge") or health.get("model"))  # a trained judge names its dir
         except (httpx.HTTPError, ValueError):
             out["model"] = None
         return out

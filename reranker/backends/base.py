@@ -36,6 +36,7 @@ class ScoreJob:
 class JudgeBackend(Protocol):
     prompt: PromptFormat
     name: str
+    dtype: str  # the weights' dtype, e.g. float32 or bfloat16
 
     def label_probs(self, jobs: Sequence[ScoreJob]) -> list[torch.Tensor]:
         """Per job a float32 [len(products), n_labels] tensor of label probabilities (scheme order)."""

@@ -62,6 +62,7 @@ class TransformersBackend:
         self.model = model
         self.prompt = prompt
         self.device = device
+        self.dtype = str(model.dtype).removeprefix("torch.")  # what /health reports
         self.decoder = model.get_decoder()
         self.head = LabelHead(model, prompt.label_token_ids)
         self.max_batch_tokens = max_batch_tokens or default_batch_tokens(device, model.dtype)

@@ -22,6 +22,7 @@ from .base import Product, ScoreJob
 
 class VLLMBackend:
     name = "vllm"
+    dtype = "auto"  # vLLM's choice for the model (bf16 where the GPU has it)
 
     def __init__(self, llm, prompt: PromptFormat) -> None:
         from vllm import SamplingParams

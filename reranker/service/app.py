@@ -68,7 +68,7 @@ def create_app(
                                          config.company_wait_ms)
             state.batcher.start()
             metrics.model_ready.set(1)
-            log.info("model ready: %s (%s backend)", config.model, backend.name)
+            log.info("model ready: %s (%s backend, %s)", config.model, backend.name, backend.dtype)
 
         loader = loop.create_task(load())
         yield
@@ -217,7 +217,8 @@ def create_app(
     async def health():
         """200 once the model is loaded; 503 while it loads or if loading failed."""
         if state.backend is not None:
-            return {"status": "ready", "model": config.model, "judge": config.judge_dir, "backend": state.backend.name}
+            return {"status": "ready", "model": config.model, "judge": config.judge_dir, "backend": state.backend.name,
+                    "dtype": state.backend.dtype}
         status = "failed" if state.load_error else "loading"
         return JSONResponse({"status": status, "error": state.load_error}, status_code=503)
 
