@@ -127,7 +127,10 @@ def test_install_is_idempotent_and_updates_in_place(stack, engine_reranker):
     connectors = httpx.post(f"{stack.url}/_plugins/_ml/connectors/_search",
                             json={"query": {"match_phrase": {"name": "lref-reranker"}}}, **stack.http()).json()
     assert connectors["hits"]["total"]["value"] == 1  # updated, not duplicated
-    assert "localhost" in json.dumps(connectors["hits"]["hits"][0]["_source"]["actions"])
+    # Read by id (real time): a search may still see the copy from before the index's next refresh.
+    connector = httpx.get(f"{stack.url}/_plugins/_ml/connectors/{connectors['hits']['hits'][0]['_id']}",
+                          **stack.http()).json()
+    assert "localhost" in json.dumps(connector["actions"])
     back = install(stack, engine_reranker.url)
     assert back.returncode == 0 and "updated" in back.stdout
     assert search(stack, "lref-rerank")["ext"]["lref"]["reranked"] is True
