@@ -55,7 +55,7 @@ def trained(tiny_model_dir, tmp_path_factory):
         # Strong enough that the tiny model answers with a label token first, so sampling finds
         # some right answers and GRPO gets informative prompts.
         "sft": {"epochs": 6, "learning_rate": 0.003, "batch_size": 8, "max_length": 384, "save_steps": 5,
-                "lora": {"r": 8, "alpha": 16}},
+                "lora": {"r": 8, "alpha": 16}, "compile": False},  # compiled training: its own tests below
         "dpo_debias": {"max_rows": 24, "batch_size": 4, "lora_r": 4, "learning_rate": 0.001},
         "dpo_passn": {"max_rows": 12, "n": 3, "max_new_tokens": 12, "batch_size": 4, "lora_r": 4},
         "grpo": {"max_rows": 16, "num_generations": 3, "max_new_tokens": 4, "prompts_per_step": 1, "lora_r": 4,
@@ -182,6 +182,129 @@ def test_completion_loss_equals_the_models_own_loss_on_the_completion(tiny_model
     assert model.lm_head.weight.grad.abs().sum() > 0
 
 
+def _loss_and_grads(model, batch, label_ids=None):
+    from training.sft import completion_loss
+
+    model.zero_grad()
+    loss = completion_loss(model, batch, label_ids=label_ids)
+    loss.backward()
+    return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def test_compiled_layers_give_the_eager_loss_and_gradients(tiny_model_dir):
+    """sft.compile: the compiled decoder layers (eager attention, as training on a CPU loads them)
+    compute the same loss and LoRA gradients as the plain model, on rows of unequal length."""
+    import torch
+
+    from training.sft import _compiler_works
+
+    if _compiler_works("cpu"):  # Makefile machines have one; compile: auto trains eager without (next test)
+        pytest.skip(f"torch.compile does not work on this machine: {_compiler_works('cpu')}")
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from reranker.core import PromptSpec, load_scheme
+    from training.rows import sft_row
+    from training.sft import compile_layers
+
+    torch.manual_seed(0)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32, attn_implementation="eager"),
+                           LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False))
+    prompt = PromptSpec(instruction="compact").build(AutoTokenizer.from_pretrained(tiny_model_dir), load_scheme())
+    rows = [sft_row(prompt, "cordless drill", "drill battery pack", "Related"),
+            sft_row(prompt, "garden hose", "garden hose 50 ft heavy duty with a brass nozzle", "Excellent")]
+    width = max(len(r["input_ids"]) for r in rows)
+    pad = lambda xs, v: xs + [v] * (width - len(xs))  # noqa: E731
+    batch = {"input_ids": torch.tensor([pad(r["input_ids"], 0) for r in rows]),
+             "attention_mask": torch.tensor([pad([1] * len(r["input_ids"]), 0) for r in rows]),
+             "labels": torch.tensor([pad([t if m else -100 for t, m in zip(r["input_ids"], r["completion_mask"])], -100)
+                                     for r in rows])}
+    eager_loss, eager_grads = _loss_and_grads(model, batch)
+    compile_layers(model)
+    assert all(layer._compiled_call_impl is not None for layer in model.get_base_model().get_decoder().layers)
+    for cut in (width, width - 3):  # a second length: the graph is dynamic, not one per shape
+        short = {k: v[:, :cut] for k, v in batch.items()}
+        loss, grads = _loss_and_grads(model, short)
+        if cut == width:
+            torch.testing.assert_close(loss, eager_loss, rtol=1e-4, atol=1e-5)
+            assert grads.keys() == eager_grads.keys() and len(grads) > 0
+            for name in grads:
+                error = (grads[name] - eager_grads[name]).norm() / eager_grads[name].norm()
+                assert error < 1e-4, (name, error)
+    assert torch.isfinite(loss)
+
+
+def test_compile_auto_trains_eager_where_no_compiler_works(tiny_model_dir, tmp_path):
+    """sft.compile auto on a machine whose C++ compiler is missing: one log line, eager training;
+    compile: true there fails before training."""
+    code = f"""
+import json, sys
+from pathlib import Path
+from transformers import AutoTokenizer
+from reranker.core import PromptSpec, load_scheme
+from training import sft
+from training.config import LoraConfig, SftConfig
+tok = AutoTokenizer.from_pretrained({str(tiny_model_dir)!r})
+prompt = PromptSpec(instruction="compact").build(tok, load_scheme())
+rows = [{{"query": "drill", "product": "cordless drill", "label": "Excellent"}}] * 4
+cfg = SftConfig(epochs=1, batch_size=2, save_steps=100, lora=LoraConfig(r=2, alpha=4), compile=sys.argv[1] == "true" or "auto")
+sft.train({str(tiny_model_dir)!r}, rows, prompt, cfg, Path(sys.argv[2]), seed=0, device="cpu")
+print(json.loads(next(Path(sys.argv[2]).glob("phase*/speed.json")).read_text())["steps"])
+"""
+    env = {**__import__("os").environ, "CXX": str(tmp_path / "no-such-compiler"), "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "cache")}
+    auto = subprocess.run([sys.executable, "-c", code, "auto", str(tmp_path / "a")], capture_output=True, text=True, env=env, timeout=600)
+    assert auto.returncode == 0, auto.stderr[-2000:]
+    assert "sft: training eager, torch.compile does not work here" in auto.stdout and auto.stdout.strip().endswith("2")
+    forced = subprocess.run([sys.executable, "-c", code, "true", str(tmp_path / "b")], capture_output=True, text=True, env=env, timeout=600)
+    assert forced.returncode != 0 and "sft.compile: true, but torch.compile does not work here" in forced.stderr
+    assert not list((tmp_path / "b").glob("phase*"))
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_query_packs_give_the_loss_and_gradients_of_rows_alone(tiny_model_dir, attention):
+    """sft.query_pack: rows of one query share one prefix in one sequence, each product attending
+    to the prefix and itself at its own positions; the loss and gradients are those of the same
+    rows trained one sequence each (rating loss: one soft target per answer)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    from reranker.core import PromptSpec, load_scheme
+    from training.sft import _dataset, _WithTargets, label_targets, query_packs
+
+    torch.manual_seed(0)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32, attn_implementation=attention),
+                           LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False))
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    prompt = PromptSpec(instruction="compact").build(tokenizer, load_scheme())
+    rows = [{"query": q, "product": p, "label": l, "rating": r} for q, p, l, r in [
+        ("cordless drill", "drill battery pack", "Mismatch", 1.67), ("garden hose", "garden hose 50 ft", "Excellent", 3.0),
+        ("cordless drill", "DeWalt 20V cordless drill kit with two batteries", "Excellent", 2.67),
+        ("cordless drill", "hammer drill", "Related", 2.33), ("white paint", "paint tray", "Irrelevant", 1.0),
+        ("garden hose", "hose reel cart", "Related", 2.0)]]
+    assert query_packs(rows, prompt, 512, 2) == [[0, 2], [3], [1, 5], [4]]  # a query's rows in order, at most 2 a pack
+    assert query_packs(rows, prompt, 60, 3)[0] == [0]  # the sequence limit splits packs too
+    targets = label_targets(rows, prompt.scheme.names, "rating", 0.3)
+    collate = _WithTargets(DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id or 0))
+
+    def loss_and_grads(pack):
+        data = list(_dataset(rows, prompt, 512, targets, pack))
+        for d in data:  # what SFTTrainer's dataset preparation makes of completion_mask
+            d["labels"] = [t if m else -100 for t, m in zip(d["input_ids"], d.pop("completion_mask"))]
+        batch = collate(data)
+        assert batch["target"].shape == (len(rows), 4)
+        return _loss_and_grads(model, batch, prompt.label_token_ids), sum(len(d["input_ids"]) for d in data)
+
+    (alone, alone_grads), alone_tokens = loss_and_grads(1)
+    (packed, packed_grads), packed_tokens = loss_and_grads(3)
+    assert packed_tokens < 0.8 * alone_tokens  # the prefix is paid once per pack
+    torch.testing.assert_close(packed, alone, rtol=1e-5, atol=1e-6)
+    for name in alone_grads:
+        error = (packed_grads[name] - alone_grads[name]).norm() / alone_grads[name].norm()
+        assert error < 1e-5, (name, error)  # float32 summation order, nothing more
+
+
 def test_rule_rationales_cite_the_evidence_raters_use():
     """Type, kit, accessory, brand and attribute facts, as the Home Depot guidelines weigh them."""
     from training.cot import PairFacts, rule_steps
@@ -274,6 +397,8 @@ def test_exported_judge_serves_through_the_reranker(trained):
         ({"sft": {"epochs": 1, "lora": {"rank": 4}}}, "unknown key(s) rank"),
         ({"cot": {"generator": "teacher"}}, "cot.teacher: base_url and model are required"),
         ({"sft": {"label_loss": "mse"}}, "sft.label_loss must be one of token, labels, rating"),
+        ({"sft": {"compile": "yes"}}, "sft.compile must be auto, true or false, got 'yes'"),
+        ({"sft": {"query_pack": 0}}, "sft.query_pack must be a positive whole number"),
         ({"seed": "abc"}, ".seed: expected a whole number, got 'abc'"),
         ({"model": "/nonexistent/model"}, "model: model '/nonexistent/model' is neither"),
         ({"run_dir": None}, ".run_dir: expected text, got None"),
@@ -412,7 +537,7 @@ def test_a_killed_run_resumes_from_its_checkpoint(tiny_model_dir, tmp_path):
     config = {"run_dir": "run", "model": str(tiny_model_dir), "device": "cpu",
               "data": {"train": "judgments.jsonl", "eval_fraction": 0.25},
               "select": {"enabled": False}, "cot": {"enabled": False},
-              "sft": {"epochs": 10, "batch_size": 4, "save_steps": 2, "lora": {"r": 4, "alpha": 8}},
+              "sft": {"epochs": 10, "batch_size": 4, "save_steps": 2, "lora": {"r": 4, "alpha": 8}, "compile": False},
               "dpo_debias": {"enabled": False}, "dpo_passn": {"enabled": False}, "grpo": {"enabled": False}}
     (tmp_path / "train.yaml").write_text(yaml.safe_dump(config))
     cmd = [sys.executable, "-m", "reranker.cli", "train", "--config", str(tmp_path / "train.yaml")]

@@ -116,6 +116,14 @@ class SftConfig:
     # continues the adapter on `rows_per_class` rows per label, taking the rows earlier passes left
     # out first: more of the data seen without retraining the first pass.
     more_passes: list[SftPass] = field(default_factory=list)
+    # Compile the decoder layers (torch.compile, dynamic shapes): on a CPU its fused elementwise
+    # kernels halve a LoRA step (bench/train_speed.py). auto: where a probe compile works (a CPU
+    # needs a C++ compiler); true: fail if it does not; false: eager.
+    compile: bool | str = "auto"
+    # Up to this many rows of one query share one sequence: the query's prefix once, then each
+    # product and its answer, attending to the prefix and itself only (serving's shared-prefix
+    # attention), positions as if alone. Fewer tokens per row; batch_size then counts sequences.
+    query_pack: int = 1
 
 
 @dataclass
@@ -325,6 +333,10 @@ def validate(config: TrainConfig) -> TrainConfig:
         raise ConfigError(f"sft.label_loss must be one of {', '.join(LABEL_LOSSES)}, got {config.sft.label_loss!r}")
     if config.sft.label_loss == "rating" and not config.data.rating_field:
         raise ConfigError("sft.label_loss: rating needs data.rating_field (the column with the raters' mean)")
+    if config.sft.query_pack < 1:
+        raise ConfigError("sft.query_pack must be a positive whole number (1: every row alone)")
+    if config.sft.compile not in (True, False, "auto"):
+        raise ConfigError(f"sft.compile must be auto, true or false, got {config.sft.compile!r}")
     if not 0 < config.sft.rating_sigma < float("inf"):  # nan fails this too
         raise ConfigError("sft.rating_sigma must be a positive number")
     if config.sft.rows_per_class is not None and config.sft.rows_per_class < 1:
