@@ -62,7 +62,8 @@ def build_config(judge: Optional[str], model: Optional[str], adapter: Optional[s
     card_policy = settings.pop("policy", {})
     policy = TierPolicy(beta=card_policy.get("beta", 0.5) if beta is None else beta,
                         tier_map=parse_tier_map(tier_map, scheme) if tier_map else card_policy.get("tier_map", {}),
-                        min_tier=min_tier or card_policy.get("min_tier", "Mid"), order_within_tier=order)
+                        min_tier=min_tier or card_policy.get("min_tier", "Mid"), order_within_tier=order,
+                        label_weights=tuple(card_policy.get("label_weights", ())))
     policy.validate(load_scheme(scheme))
     settings.setdefault("adapter", adapter)
     check_model_spec(settings["model"])  # a missing model or a file that is no GGUF, before anything starts

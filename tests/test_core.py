@@ -19,6 +19,7 @@ from reranker.core import (
     judge,
     judge_all,
     load_scheme,
+    reweight,
     tier_from_score,
     decode_score,
 )
@@ -113,11 +114,24 @@ def test_retrieval_order_within_a_tier():
     assert sorted(range(4), key=lambda i: -by_expected[i].score) == [1, 0, 3, 2]
 
 
+def test_label_weights_move_the_probabilities_before_every_decision():
+    scheme = load_scheme()
+    probs = [0.2, 0.3, 0.2, 0.3]  # best first: Excellent, Related, Mismatch, Irrelevant
+    assert reweight(probs, ()) == probs
+    assert reweight(probs, (1.0, 2.0, 1.0, 0.5)) == pytest.approx([0.2 / 1.15, 0.6 / 1.15, 0.2 / 1.15, 0.15 / 1.15])
+    plain = judge(scheme, TierPolicy(beta=0.65), probs)
+    shifted = judge(scheme, TierPolicy(beta=0.65, label_weights=(1.0, 2.0, 1.0, 0.5)), probs)
+    assert plain.level.name == "Mismatch" and shifted.level.name == "Related"  # CumPT sees the weighted mass
+    assert list(shifted.probs.values()) == pytest.approx(reweight(probs, (1.0, 2.0, 1.0, 0.5)))
+    assert shifted.expected == pytest.approx(sum(g * p for g, p in zip((4, 3, 2, 1), reweight(probs, (1.0, 2.0, 1.0, 0.5)))))
+
+
 def test_policy_validation():
     scheme = load_scheme()
     for bad in (TierPolicy(beta=0.0), TierPolicy(beta=1.5), TierPolicy(min_tier="Great"),
                 TierPolicy(tier_map={"Perfect": "Good"}), TierPolicy(tier_map={"Related": "Fine"}),
-                TierPolicy(order_within_tier="random")):
+                TierPolicy(order_within_tier="random"), TierPolicy(label_weights=(1.0, 1.0)),
+                TierPolicy(label_weights=(1.0, 0.0, 1.0, 1.0)), TierPolicy(label_weights=(1.0, float("nan"), 1.0, 1.0))):
         with pytest.raises(SchemeError):
             bad.validate(scheme)
 

@@ -16,7 +16,7 @@ import yaml
 from conftest import Server
 from test_training import judgments
 
-from reranker.core import cumpt_index, load_scheme
+from reranker.core import cumpt_index, load_scheme, reweight
 from reranker.models.judge import CARD, read_card, weights_sha256
 
 
@@ -55,7 +55,12 @@ def test_the_judge_dir_is_an_adapter_with_a_card(run, tiny_model_dir):
     assert card.base_model == str(tiny_model_dir) and card.base_sha256 == weights_sha256(tiny_model_dir)
     assert card.prompt["instruction"].startswith("Grade the product for the shopping query: 4 Excellent")
     assert card.prompt["product_fields"] == [] and card.prompt["max_doc_tokens"] == 48
-    assert card.policy["beta"] == json.loads((run / "run/eval/metrics.json").read_text())["chosen_beta"]
+    report = json.loads((run / "run/eval/metrics.json").read_text())
+    assert card.policy["beta"] == report["chosen_beta"]
+    # balanced SFT: eval weighs the labels toward the train prior, exponent chosen by macro-F1, and the card keeps them
+    assert card.policy["label_weights"] == report["label_weights"] and len(card.policy["label_weights"]) == 4
+    assert [s["exponent"] for s in report["prior_sweep"]] == [0.0, 0.25, 0.5, 0.75, 1.0]
+    assert report["macro_f1"] == max(s["macro_f1"] for s in report["prior_sweep"])
     assert card.metrics["spearman_against"] == "rating" and -1 <= card.metrics["spearman"] <= 1
     assert card.training["command"].endswith("train.yaml") and "judgments.jsonl" in card.training["data"]["train"]["file"]
     assert len(card.training["data"]["train"]["sha256"]) == 64 and card.training["stages"]["sft"]["phases"] == {"label": 80}
@@ -86,8 +91,8 @@ def test_serving_from_the_card_rebuilds_the_training_prompt_and_probabilities(ru
             got = httpx.post(srv.url + "/v1/classify", json={"query": query, "documents": [r["product"] for r in mine]},
                              timeout=60).json()["results"]
             for row, result in zip(mine, got):
-                probs = list(result["probabilities"].values())
-                assert probs == pytest.approx(want[(query, row["product_id"])], abs=1e-5)
+                probs = list(result["probabilities"].values())  # what serving decides on: weighted as the card says
+                assert probs == pytest.approx(reweight(want[(query, row["product_id"])], card.policy["label_weights"]), abs=1e-5)
                 assert result["label"] == scheme.levels[cumpt_index(probs, card.policy["beta"])].name  # the card's β
     finally:
         srv.stop()
@@ -110,6 +115,7 @@ def edited_judge(run, tmp_path, **changes):
 @pytest.mark.parametrize("changes, message", [
     ({"base_sha256": "0" * 64}, "trained on a base model whose weights hash 000000000000"),
     ({"prompt_check__ids": [1, 2, 3]}, "this tokenizer builds other prompt tokens than training did"),
+    ({"policy__label_weights": [1.0, 1.0]}, "label_weights must be 4 positive numbers"),
 ])
 def test_a_base_or_tokenizer_that_does_not_match_is_a_one_line_error(run, tmp_path, changes, message):
     judge = edited_judge(run, tmp_path, **changes)

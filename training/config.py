@@ -168,6 +168,11 @@ class EvalConfig:
     pick_beta_by: str = "bad_f1"
     max_relevant_loss: float = 0.02
     each_stage: bool = False  # also judge the base model and every trained stage's model (ablations)
+    # A judge trained on class-balanced rows over-calls the rare labels. Its probabilities are
+    # weighted by (the train rows' label prior / uniform) ** e, with e from this list that gives the
+    # best macro-F1 on eval (0 = no change, 1 = Bayes' correction to the data's prior); the weights
+    # go into the card's tier policy. Unbalanced SFT learns the prior itself and gets none.
+    prior_exponents: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0])
     # float32: exact (serving in fp32 reproduces eval's probabilities); auto: the dtype serving picks here
     dtype: str = "float32"
 
@@ -322,6 +327,8 @@ def validate(config: TrainConfig) -> TrainConfig:
         raise ConfigError("grpo.num_generations and dpo_passn.n must be at least 2")
     if not all(0.0 < b <= 1.0 for b in config.eval.betas):
         raise ConfigError("eval.betas must lie in (0, 1]")
+    if not config.eval.prior_exponents or not all(0.0 <= e <= 2.0 for e in config.eval.prior_exponents):
+        raise ConfigError("eval.prior_exponents must be a non-empty list of numbers from 0 to 2")
     for name, value in (("sft.dtype", config.sft.dtype), ("eval.dtype", config.eval.dtype)):
         if value not in ("auto", "float32", "bfloat16"):
             raise ConfigError(f"{name} must be auto, float32 or bfloat16, got {value!r}")

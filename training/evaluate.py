@@ -4,7 +4,11 @@ Accuracy, macro-F1, per-class P/R/F1, the confusion matrix, calibration (top-lab
 share of errors that over-grade (the optimistic bias LREF's DPO removes), and for a sweep of
 CumPT β the Bad tier's precision/recall (Bad = what the pipeline drops). The β with the best Bad
 F1 (pick_beta_by: bad_f1), or the one that drops the most Bad rows while losing at most
-max_relevant_loss of the Good-tier ones (pick_beta_by: relevant_loss), is the one to serve with."""
+max_relevant_loss of the Good-tier ones (pick_beta_by: relevant_loss), is the one to serve with.
+
+Before all of that, a judge trained on class-balanced rows gets per-label weights toward its data's
+label prior (EvalConfig.prior_exponents, chosen by macro-F1); every number here, β included, is of
+the weighted probabilities that serving then uses (TierPolicy.label_weights)."""
 
 from __future__ import annotations
 
@@ -17,7 +21,7 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precisio
 from tqdm import tqdm
 
 from reranker.backends import ScoreJob
-from reranker.core import LabelScheme, TierPolicy, cumpt_index
+from reranker.core import LabelScheme, TierPolicy, cumpt_index, reweight
 
 from .config import EvalConfig
 
@@ -58,9 +62,39 @@ def pick_beta(sweep: list[dict], cfg: EvalConfig) -> dict:
     return max(sweep, key=lambda s: (s["bad_f1"], -abs(s["beta"] - 0.5)))
 
 
-def metrics(probs: np.ndarray, rows: list[dict], scheme: LabelScheme, cfg: EvalConfig) -> dict:
+def prior_weights(prior: np.ndarray, exponent: float) -> list[float]:
+    """(label prior / uniform) ** exponent per label, scheme order, rounded as the card keeps them."""
+    prior = np.asarray(prior, dtype=np.float64)
+    return [round(float(w), 6) for w in (prior * len(prior)) ** exponent]
+
+
+def weighted(probs: np.ndarray, weights: list[float]) -> np.ndarray:
+    """The probabilities serving decides on: the core's reweighting, row by row."""
+    return np.array([reweight(row, weights) for row in probs], dtype=np.float64)
+
+
+def pick_prior(probs: np.ndarray, gold: np.ndarray, prior: np.ndarray | None, exponents: list[float]) -> tuple[list[float], list[dict]]:
+    """-> (label weights, sweep): the exponent with the best macro-F1 (ties: the smaller one)."""
+    if prior is None:
+        return [], []
+    sweep = []
+    for exponent in sorted(exponents):
+        weights = prior_weights(prior, exponent)
+        predicted = weighted(probs, weights).argmax(axis=1)
+        sweep.append({"exponent": exponent, "weights": weights, "accuracy": round(float(accuracy_score(gold, predicted)), 4),
+                      "macro_f1": round(float(f1_score(gold, predicted, labels=range(probs.shape[1]), average="macro",
+                                                       zero_division=0)), 4)})
+    best = max(sweep, key=lambda s: (s["macro_f1"], -s["exponent"]))
+    return best["weights"], sweep
+
+
+def metrics(probs: np.ndarray, rows: list[dict], scheme: LabelScheme, cfg: EvalConfig,
+            prior: np.ndarray | None = None) -> dict:
+    """`prior`: the label prior (scheme order) of the data a class-balanced judge was trained on."""
     names = scheme.names
     gold = np.array([names.index(r["label"]) for r in rows])
+    label_weights, prior_sweep = pick_prior(probs, gold, prior, cfg.prior_exponents)
+    probs = weighted(probs, label_weights)
     predicted = probs.argmax(axis=1)
     p, r, f, support = precision_recall_fscore_support(gold, predicted, labels=range(len(names)), zero_division=0)
     errors = predicted != gold
@@ -97,6 +131,7 @@ def metrics(probs: np.ndarray, rows: list[dict], scheme: LabelScheme, cfg: EvalC
         "errors": int(errors.sum()), "optimistic_errors": optimistic,
         "optimistic_share_of_errors": round(optimistic / errors.sum(), 4) if errors.sum() else 0.0,
         "beta_sweep": sweep, "chosen_beta": best["beta"], "bad_at_chosen_beta": best,
+        "label_weights": label_weights, "prior_sweep": prior_sweep,
     }
 
 
@@ -106,7 +141,7 @@ def summary(report: dict) -> dict:
             "f1": {name: c["f1"] for name, c in report["per_class"].items()}, "ece": report["ece"],
             "optimistic_share_of_errors": report["optimistic_share_of_errors"], "chosen_beta": report["chosen_beta"],
             "bad_precision": report["bad_at_chosen_beta"]["bad_precision"],
-            "bad_recall": report["bad_at_chosen_beta"]["bad_recall"]}
+            "bad_recall": report["bad_at_chosen_beta"]["bad_recall"], "label_weights": report.get("label_weights", [])}
 
 
 def plot(report: dict, path: Path) -> None:
@@ -115,7 +150,9 @@ def plot(report: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    priors = report.get("prior_sweep") or []
+    fig, axes = plt.subplots(1, 3 if priors else 2, figsize=(16 if priors else 11, 4.2))
+    left, right = axes[0], axes[1]
     matrix = np.array(report["confusion"]["matrix"])
     left.imshow(matrix, cmap="Blues")
     labels = report["confusion"]["labels"]
@@ -133,6 +170,15 @@ def plot(report: dict, path: Path) -> None:
     right.set_xlabel("CumPT β")
     right.set_title("Bad tier (dropped) vs β")
     right.legend()
+    if priors:
+        exponents = [s["exponent"] for s in priors]
+        for key in ("macro_f1", "accuracy"):
+            axes[2].plot(exponents, [s[key] for s in priors], marker="o", label=key.replace("_", "-"))
+        chosen = next(s["exponent"] for s in priors if s["weights"] == report["label_weights"])
+        axes[2].axvline(chosen, color="grey", linestyle="--")
+        axes[2].set_xlabel("e: label weights (train prior / uniform)^e")
+        axes[2].set_title("label weights toward the train prior")
+        axes[2].legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

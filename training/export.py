@@ -71,7 +71,8 @@ def _readme(card, serve: str) -> str:
         "## Serve it", "", "```bash", serve, "```", "",
         "`judge.json` holds everything serving needs to rebuild the training prompt (instruction, product "
         "fields, token limits, a reference pair's token ids) and the tier policy chosen on eval "
-        f"(CumPT β = {card.policy['beta']}, tiers {card.policy['tier_map']}, keep from {card.policy['min_tier']}).", "",
+        f"(CumPT β = {card.policy['beta']}, tiers {card.policy['tier_map']}, keep from {card.policy['min_tier']}, "
+        f"label weights {card.policy.get('label_weights') or 'none'}).", "",
         "## Eval (the training run's own eval rows)", "",
         "| rows | accuracy | macro-F1 | Spearman | per-class F1 |", "| ---: | ---: | ---: | ---: | --- |",
         f"| {m.get('rows', '–')} | {m.get('accuracy', '–')} | {m.get('macro_f1', '–')} | {m.get('spearman', '–')} "
@@ -104,8 +105,9 @@ def judge_dir(run) -> dict:
         shutil.copytree(run.latest_model(), work / "model")
     report = _metrics(run, "eval")
     keep = ("rows", "accuracy", "macro_f1", "spearman", "spearman_against", "per_class", "ece",
-            "optimistic_share_of_errors", "chosen_beta", "bad_at_chosen_beta")
-    policy = {"beta": report.get("chosen_beta", 0.5), "tier_map": run.scheme.tier_map(), "min_tier": "Mid"}
+            "optimistic_share_of_errors", "chosen_beta", "bad_at_chosen_beta", "prior_sweep")
+    policy = {"beta": report.get("chosen_beta", 0.5), "tier_map": run.scheme.tier_map(), "min_tier": "Mid",
+              "label_weights": report.get("label_weights", [])}
     card = card_for(cfg.export.name or target.name, cfg.model, run.base_model, "adapter" if adapter else "model",
                     run.prompt, cfg.prompt, policy, training=_training(run),
                     metrics={k: report[k] for k in keep if k in report}, notes=cfg.export.notes)

@@ -149,7 +149,19 @@ class Run:
         if probs_file:
             data_stage.write_jsonl(probs_file, [{"query": r["query"], "product_id": r["product_id"], "probs": p.tolist()}
                                                 for r, p in zip(rows, probs)])
-        return evaluate.metrics(probs, rows, self.scheme, self.config.eval)
+        return evaluate.metrics(probs, rows, self.scheme, self.config.eval, self.label_prior())
+
+    def label_prior(self):
+        """The train rows' label prior (scheme order) when SFT balanced the classes, else None: a
+        judge trained on the data's own mix has learnt its prior."""
+        import numpy as np
+
+        if not self.config.sft.balance_classes:
+            return None
+        names = self.scheme.names
+        counts = np.bincount([names.index(r["label"]) for r in data_stage.read_jsonl(self.need("data", "train.jsonl"))],
+                             minlength=len(names))
+        return counts / max(counts.sum(), 1)
 
     def dpo_debias(self) -> dict:
         from . import dpo, evaluate

@@ -11,7 +11,8 @@ from .prompt import (
 from .records import RecordError, blank, json_value, jsonl_objects, text_problem
 from .scoring import LabelHead, label_probs_from_logits
 from .tiering import (
-    Judgment, TierPolicy, cumpt_index, decode_score, encode_score, judge, judge_all, keeps, tier_from_score, tier_rank,
+    Judgment, TierPolicy, cumpt_index, decode_score, encode_score, judge, judge_all, keeps, reweight,
+    tier_from_score, tier_rank,
 )
 
 __all__ = [
@@ -20,6 +21,6 @@ __all__ = [
     "default_instruction", "product_text",
     "RecordError", "blank", "json_value", "jsonl_objects", "text_problem",
     "LabelHead", "label_probs_from_logits",
-    "Judgment", "TierPolicy", "cumpt_index", "decode_score", "encode_score", "judge", "judge_all", "keeps",
+    "Judgment", "TierPolicy", "cumpt_index", "decode_score", "encode_score", "judge", "judge_all", "keeps", "reweight",
     "tier_from_score", "tier_rank",
 ]

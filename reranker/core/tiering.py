@@ -30,6 +30,10 @@ class TierPolicy:
     tier_map: dict[str, str] = field(default_factory=dict)  # level name -> tier; empty = scheme default
     min_tier: str = "Mid"
     order_within_tier: OrderWithinTier = "expected"
+    # Per-level weights (best first) on the label probabilities before any decision; empty = none.
+    # A judge trained on class-balanced rows leans toward the rare labels; eval chooses how far to
+    # move it back toward its data's label prior (training/evaluate.py), as it chooses β.
+    label_weights: tuple[float, ...] = ()
 
     def validate(self, scheme: LabelScheme) -> "TierPolicy":
         if not (0.0 < self.beta <= 1.0) or math.isnan(self.beta):
@@ -38,6 +42,10 @@ class TierPolicy:
             raise SchemeError(f"min_tier must be one of {TIERS}, got {self.min_tier!r}")
         if self.order_within_tier not in ("expected", "retrieval"):
             raise SchemeError(f"order_within_tier must be 'expected' or 'retrieval', got {self.order_within_tier!r}")
+        if self.label_weights and (len(self.label_weights) != len(scheme.levels)
+                                   or not all(0.0 < w < math.inf for w in self.label_weights)):
+            raise SchemeError(f"label_weights must be {len(scheme.levels)} positive numbers (one per level, best first), "
+                              f"got {list(self.label_weights)}")
         for name, tier in self.tier_map.items():
             scheme.level(name)
             if tier not in TIERS:
@@ -56,6 +64,15 @@ class Judgment:
     keep: bool
     expected: float  # sum of grade * probability
     score: float  # tier-encoded ordering score
+
+
+def reweight(probs_best_first: Sequence[float], weights: Sequence[float]) -> list[float]:
+    """The label probabilities times per-level weights, renormalised (no weights: unchanged)."""
+    if not weights:
+        return [float(p) for p in probs_best_first]
+    scaled = [float(p) * w for p, w in zip(probs_best_first, weights)]
+    total = sum(scaled)
+    return [s / total for s in scaled] if total > 0 else [float(p) for p in probs_best_first]
 
 
 def cumpt_index(probs_best_first: Sequence[float], beta: float) -> int:
@@ -107,6 +124,7 @@ def judge(
 ) -> Judgment:
     """Turn one document's label probabilities (scheme order, best first) into a Judgment.
     position/count are the document's place in the retrieved list, used for retrieval order."""
+    probs = reweight(probs, policy.label_weights)
     level = scheme.levels[cumpt_index(probs, policy.beta)]
     tier = policy.tier_of(level)
     expected = sum(lv.grade * p for lv, p in zip(scheme.levels, probs))

@@ -1,0 +1,50 @@
+"""training/gpu/run.sh refuses what it cannot use before it spends device time: the last call of a
+GPU run must find every part an earlier call left, or say plainly that the machine went cold."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def kit(tmp_path: Path) -> Path:
+    """A copy of the scripts in a tree of its own: run.sh works in the tree it sits in."""
+    shutil.copytree(ROOT / "training/gpu", tmp_path / "training/gpu")
+    (tmp_path / "out").mkdir()
+    return tmp_path
+
+
+def run(tree: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(tree / "training/gpu/run.sh"), *args], capture_output=True, text=True,
+                          env={"PATH": "/usr/bin:/bin", "OUT": str(tree / "out")}, timeout=60)
+
+
+def test_usage_errors_exit_2(tmp_path):
+    tree = kit(tmp_path)
+    assert run(tree).returncode == 2 and "usage: run.sh receive | run.sh train CONFIG" in run(tree).stderr
+    done = run(tree, "train")
+    assert done.returncode == 2 and "name at least one training config" in done.stderr
+
+
+def test_an_earlier_call_reports_its_part(tmp_path):
+    tree = kit(tmp_path)
+    (tree / ".gpu/1").mkdir(parents=True)
+    (tree / ".gpu/1/part-0").write_bytes(b"first half")
+    done = run(tree, "receive")
+    assert done.returncode == 0 and ".gpu/1/part-0" in done.stdout
+
+
+def test_a_part_lost_between_calls_stops_the_run_with_the_reason(tmp_path):
+    tree = kit(tmp_path)
+    payload = b"first half" + b"second half"
+    (tree / ".gpu/2").mkdir(parents=True)
+    (tree / ".gpu/2/part-1").write_bytes(b"second half")  # part 1 went with a machine that went cold
+    (tree / ".gpu/2/payload.sha256").write_text(f"{hashlib.sha256(payload).hexdigest()}  payload.tar.xz\n")
+    done = run(tree, "train", "training/configs/homedepot-gpu.yaml")
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert "an earlier part is missing (the machine went cold between calls)" in done.stdout  # run.sh tees all output
+    assert "joining 1 parts" in (tree / "out/log.txt").read_text()  # the log comes back with the files
