@@ -64,7 +64,8 @@ def pick_beta(sweep: list[dict], cfg: EvalConfig) -> dict:
 
 def prior_weights(prior: np.ndarray, exponent: float) -> list[float]:
     """(label prior / uniform) ** exponent per label, scheme order, rounded as the card keeps them."""
-    prior = np.asarray(prior, dtype=np.float64)
+    # a label absent from the train rows keeps a small positive weight: serving refuses a zero one
+    prior = np.clip(np.asarray(prior, dtype=np.float64), 1e-3, None)
     return [round(float(w), 6) for w in (prior * len(prior)) ** exponent]
 
 
