@@ -333,6 +333,25 @@ def test_beta_by_relevant_loss_drops_the_most_bad_rows_within_the_cap():
     assert pick_beta(sweep, EvalConfig(pick_beta_by="relevant_loss", max_relevant_loss=0.001))["beta"] == 0.1  # none fits: least loss
 
 
+def test_label_weights_are_picked_by_macro_f1_and_stay_servable():
+    import numpy as np
+
+    from reranker.core import TierPolicy, load_scheme
+    from training.evaluate import pick_prior, prior_weights
+
+    # a judge that over-calls the last label: weighting it down by the prior fixes the two rows it gets wrong
+    probs = np.array([[0.6, 0.1, 0.1, 0.2], [0.1, 0.5, 0.1, 0.3], [0.1, 0.35, 0.15, 0.4], [0.1, 0.1, 0.35, 0.45],
+                      [0.05, 0.05, 0.1, 0.8]])
+    gold = np.array([0, 1, 1, 2, 3])
+    prior = np.array([0.3, 0.4, 0.25, 0.05])
+    weights, sweep = pick_prior(probs, gold, prior, [0.0, 0.5, 1.0])
+    assert [s["exponent"] for s in sweep] == [0.0, 0.5, 1.0] and sweep[0]["macro_f1"] < max(s["macro_f1"] for s in sweep)
+    assert weights == max(sweep, key=lambda s: (s["macro_f1"], -s["exponent"]))["weights"] and weights != [1.0] * 4
+    assert pick_prior(probs, gold, None, [0.0, 0.5]) == ([], [])  # unbalanced SFT: none
+    unseen = prior_weights(np.array([0.5, 0.5, 0.0, 0.0]), 1.0)  # labels absent from the train rows
+    assert min(unseen) > 0 and TierPolicy(label_weights=tuple(unseen)).validate(load_scheme()) is not None
+
+
 def test_label_loss_is_the_cross_entropy_of_the_served_label_distribution(tiny_model_dir):
     """label_loss labels/rating: the answer position's term is CE(target, softmax over the label
     tokens) — the distribution serving reads — and the rest of the completion keeps vocab CE."""
