@@ -340,6 +340,8 @@ def main() -> int:
     console.print(f"wall time {wall:.1f} s")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
+        # the GBDT's dev probabilities (columns: levels 1..4, rows: dev.jsonl's order) for bench/ensemble_dev.py
+        np.save(args.out.with_name(args.out.stem + "_dev_probs.npy"), probs)
         args.out.write_text(json.dumps({
             "results": results, "dev_rows": len(dev), "features": FEATURE_NAMES, "model": info,
             "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},

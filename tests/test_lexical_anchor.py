@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -103,3 +104,8 @@ def test_script_end_to_end(tmp_path):
     # the level is a function of the word overlap here: the model must find it, the prior cannot
     assert gbdt["macro_f1"] > 0.9 and gbdt["spearman"] > 0.9, gbdt
     assert prior["macro_f1"] < 0.5 and abs(prior["spearman"]) < 0.3, prior
+    # the same rule as the judge's eval: label weights toward the train prior, picked by macro-F1
+    weighted = report["results"]["lexical GBDT, label prior weights"]
+    assert weighted["macro_f1"] == max(s["macro_f1"] for s in weighted["prior_sweep"]) and len(weighted["label_weights"]) == 4
+    probs = np.load(tmp_path / "x_dev_probs.npy")  # for bench/ensemble_dev.py: levels 1..4, dev order
+    assert probs.shape == (len(dev), 4) and np.allclose(probs.sum(1), 1)
