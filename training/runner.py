@@ -4,6 +4,7 @@ resume from their last checkpoint."""
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 import time
@@ -149,11 +150,12 @@ class Run:
         if probs_file:
             data_stage.write_jsonl(probs_file, [{"query": r["query"], "product_id": r["product_id"], "probs": p.tolist()}
                                                 for r, p in zip(rows, probs)])
-        return evaluate.metrics(probs, rows, self.scheme, self.config.eval, self.label_prior())
+        return evaluate.metrics(probs, rows, self.scheme, self.config.eval, self.label_prior)
 
+    @functools.cached_property
     def label_prior(self):
         """The train rows' label prior (scheme order) when SFT balanced the classes, else None: a
-        judge trained on the data's own mix has learnt its prior."""
+        judge trained on the data's own mix has learnt its prior. Read once: several evals use it."""
         import numpy as np
 
         if not self.config.sft.balance_classes:
