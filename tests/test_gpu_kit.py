@@ -48,3 +48,30 @@ def test_a_part_lost_between_calls_stops_the_run_with_the_reason(tmp_path):
     assert done.returncode == 3, done.stdout + done.stderr
     assert "an earlier part is missing (the machine went cold between calls)" in done.stdout  # run.sh tees all output
     assert "joining 1 parts" in (tree / "out/log.txt").read_text()  # the log comes back with the files
+
+
+def test_fit_scales_every_pass_to_the_seconds_left(tmp_path):
+    """fit.py: the passes' rows shrink by one factor to what the measured rows/s allow in the time
+    left, never grow, and stay at least a batch (or the pass as written when it is smaller); the copy sits beside the config, where its relative
+    paths still hold; without a speed the config is kept as it is."""
+    import yaml
+
+    config = tmp_path / "configs/gpu.yaml"
+    config.parent.mkdir()
+    config.write_text(yaml.safe_dump({"run_dir": "../runs/x", "sft": {
+        "epochs": 1, "batch_size": 32, "rows_per_class": 15000,
+        "more_passes": [{"rows_per_class": 15000, "learning_rate": 1e-4}, {"rows_per_class": 10, "learning_rate": 1e-4}]}}))
+    speed = tmp_path / "speed.json"
+    speed.write_text('{"results": [{"rows_per_s": 400.0}]}')
+
+    def fitted(seconds: str, speed_file: Path = speed) -> dict:
+        done = subprocess.run(["python3", str(ROOT / "training/gpu/fit.py"), str(config), str(speed_file), seconds],
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert Path(done.stdout.strip()) == config.with_name("gpu.fit.yaml")
+        sft = yaml.safe_load(Path(done.stdout.strip()).read_text())["sft"]
+        return [sft["rows_per_class"]] + [p["rows_per_class"] for p in sft["more_passes"]]
+
+    assert fitted("120.5") == [6022, 6022, 10]  # 48,200 rows of the 120,040 planned: x 0.4015
+    assert fitted("100000") == [15000, 15000, 10]  # time to spare: the plan as written
+    assert fitted("120", tmp_path / "no-speed.json") == [15000, 15000, 10]

@@ -575,3 +575,32 @@ def test_a_killed_run_resumes_from_its_checkpoint(tiny_model_dir, tmp_path):
     assert "skipped (done)" in resumed.stdout  # data, select, cot were not redone
     state = json.loads(sorted(phase.glob("checkpoint-*/trainer_state.json"))[-1].read_text())
     assert int((phase / "phase.done").read_text()) == state["max_steps"] > killed_at
+
+
+def test_a_deadline_stops_sft_and_the_run_still_ends_with_an_eval(tiny_model_dir, tmp_path):
+    """LREF_SFT_DEADLINE (a lent machine's budget, training/gpu/run.sh): a phase stops at the first
+    step past it, later passes are skipped, and eval runs on what was trained; a deadline that is
+    no time is a one-line error before anything trains."""
+    import os
+
+    (tmp_path / "judgments.jsonl").write_text("".join(json.dumps(r) + "\n" for r in judgments()))
+    config = {"run_dir": "run", "model": str(tiny_model_dir), "device": "cpu",
+              "data": {"train": "judgments.jsonl", "eval_fraction": 0.25},
+              "select": {"enabled": False}, "cot": {"enabled": False},
+              "sft": {"epochs": 3, "batch_size": 4, "save_steps": 100, "lora": {"r": 4, "alpha": 8}, "compile": False,
+                      "more_passes": [{"rows_per_class": 8, "learning_rate": 1e-4}]},
+              "dpo_debias": {"enabled": False}, "dpo_passn": {"enabled": False}, "grpo": {"enabled": False},
+              "eval": {"betas": [0.5]}}
+    (tmp_path / "train.yaml").write_text(yaml.safe_dump(config))
+    cmd = [sys.executable, "-m", "reranker.cli", "train", "--config", str(tmp_path / "train.yaml")]
+    bad = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "LREF_SFT_DEADLINE": "soon"})
+    assert bad.returncode == 2 and "LREF_SFT_DEADLINE must be a Unix time" in bad.stderr and "Traceback" not in bad.stderr
+    assert not (tmp_path / "run/sft/.done").exists()
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "LREF_SFT_DEADLINE": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    speed = json.loads((tmp_path / "run/sft/phase0-label/speed.json").read_text())
+    assert speed["steps"] == 1 < speed["planned_steps"]
+    assert not (tmp_path / "run/sft/phase1-label").exists()
+    phases = json.loads((tmp_path / "run/sft/metrics.json").read_text())["phases"]
+    assert phases["label@pass2"] == 0 and 0 < phases["label"] <= 4
+    assert json.loads((tmp_path / "run/eval/metrics.json").read_text())["rows"] > 0

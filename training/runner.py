@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import random
 import time
 from pathlib import Path
@@ -21,6 +22,7 @@ from . import select as select_stage
 from .config import STAGES, TRAINED, ConfigError, TrainConfig
 
 MARK = ".done"
+DEADLINE_ENV = "LREF_SFT_DEADLINE"
 
 
 class StageError(RuntimeError):
@@ -34,6 +36,18 @@ def _seed(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def sft_deadline() -> float | None:
+    """LREF_SFT_DEADLINE, a Unix time: SFT stops there and the run goes on to eval and export (a
+    run on a lent machine with a fixed budget, training/gpu/run.sh). Unset: no deadline."""
+    value = os.environ.get(DEADLINE_ENV, "").strip()
+    if not value:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise ConfigError(f"{DEADLINE_ENV} must be a Unix time in seconds, got {value!r}") from None
 
 
 class Run:
@@ -113,7 +127,7 @@ class Run:
         rows = data_stage.read_jsonl(self.need("cot", "train.jsonl"))
         cfg = self.config.sft
         result, trained = sft_stage.train(self.base_model, rows, self.prompt, cfg, self.dir("sft"),
-                                          self.config.seed, self.device(), self.log)
+                                          self.config.seed, self.device(), self.log, sft_deadline())
         return {"rows": len(rows), "model": str(result), "lora": cfg.lora.enabled, "phases": trained,
                 "balanced": cfg.balance_classes, "rows_per_class": cfg.rows_per_class}
 

@@ -8,6 +8,7 @@ import functools
 import json
 import math
 import random
+import time
 from pathlib import Path
 
 import torch
@@ -212,6 +213,19 @@ class _WithTargets:
         return batch
 
 
+def _deadline_callback(deadline: float):
+    """Stops training at the first step that ends after `deadline` (a Unix time): a run on a lent
+    machine then still has its time for eval and export. The phase is kept as it stands."""
+    from transformers import TrainerCallback
+
+    class Deadline(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if time.time() >= deadline:
+                control.should_training_stop = True
+
+    return Deadline()
+
+
 def _trainer_class(label_ids: list[int]):
     from trl import SFTTrainer
 
@@ -277,9 +291,11 @@ def last_checkpoint(path: Path) -> str | None:
 
 
 def train(base: str, rows: list[dict], prompt: PromptFormat, cfg: SftConfig, out: Path, seed: int,
-          device: str, log=print) -> tuple[Path, dict[str, int]]:
+          device: str, log=print, deadline: float | None = None) -> tuple[Path, dict[str, int]]:
     """-> a full model directory (LoRA merged in), which later stages start from and serve loads,
-    and the rows each curriculum phase trained on (after class balancing)."""
+    and the rows each curriculum phase trained on (after class balancing). With `deadline` (a Unix
+    time) a phase stops at the first step past it and the phases after it are skipped, so that a
+    budgeted run ends with a model (the counts then say how far each phase went)."""
     from peft import LoraConfig, PeftModel
     from transformers import AutoModelForCausalLM
     from trl import SFTConfig
@@ -306,12 +322,17 @@ def train(base: str, rows: list[dict], prompt: PromptFormat, cfg: SftConfig, out
     counts = {style: len(phase_rows) for style, phase_rows, _ in trained}
     for index, (style, phase_rows, learning_rate) in enumerate(trained):
         phase_dir = out / f"phase{index}-{style.split('@')[0]}"
-        final = phase_dir / "final"
         if (phase_dir / DONE).exists():
             log(f"sft phase {style}: done earlier, loading it")
+            final = phase_dir / "final"
             model = (PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base, **load), final,
                                                is_trainable=True) if lora else AutoModelForCausalLM.from_pretrained(final, **load))
             continue
+        if deadline is not None and index > 0 and time.time() >= deadline:
+            log(f"sft phase {style}: skipped, past the deadline")
+            counts[style] = 0
+            continue  # `final` stays the last phase that trained
+        final = phase_dir / "final"
         log(f"sft phase {style}: {len(phase_rows)} rows")
         args = SFTConfig(
             output_dir=str(phase_dir), num_train_epochs=cfg.epochs, learning_rate=learning_rate,
@@ -327,17 +348,23 @@ def train(base: str, rows: list[dict], prompt: PromptFormat, cfg: SftConfig, out
         trainer = _trainer_class(prompt.label_token_ids)(
                              model=model, args=args, train_dataset=_dataset(phase_rows, prompt, cfg.max_length, targets, cfg.query_pack),
                              processing_class=prompt.tokenizer,
-                             peft_config=lora if lora and not isinstance(model, PeftModel) else None)
+                             peft_config=lora if lora and not isinstance(model, PeftModel) else None,
+                             callbacks=[_deadline_callback(deadline)] if deadline is not None else None)
         if compiled:
             compile_layers(trainer.model)
         result = trainer.train(resume_from_checkpoint=last_checkpoint(phase_dir))
         model = trainer.model
+        done = trainer.state.global_step / max(trainer.state.max_steps, 1)  # below 1 when the deadline stopped it
+        if done < 1:
+            log(f"sft phase {style}: stopped at the deadline, step {trainer.state.global_step} of {trainer.state.max_steps}")
+            counts[style] = round(len(phase_rows) * min(1.0, done * cfg.epochs))
         tokens = sum(len(r["input_ids"]) for r in trainer.train_dataset)  # what the rows hold, padding not counted
         (phase_dir / STATS).write_text(json.dumps({
-            "rows": len(phase_rows), "epochs": cfg.epochs, "steps": trainer.state.global_step, "dtype": str(weights),
+            "rows": len(phase_rows), "epochs": cfg.epochs, "steps": trainer.state.global_step,
+            "planned_steps": trainer.state.max_steps, "dtype": str(weights),
             "compiled": compiled, "seconds": round(result.metrics["train_runtime"], 2),
-            "rows_per_s": round(cfg.epochs * len(phase_rows) / result.metrics["train_runtime"], 3),
-            "tokens_per_s": round(cfg.epochs * tokens / result.metrics["train_runtime"], 1)}))
+            "rows_per_s": round(done * cfg.epochs * len(phase_rows) / result.metrics["train_runtime"], 3),
+            "tokens_per_s": round(done * cfg.epochs * tokens / result.metrics["train_runtime"], 1)}))
         model.save_pretrained(final)
         prompt.tokenizer.save_pretrained(final)
         (phase_dir / DONE).write_text(str(trainer.state.global_step))

@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 data=${DATA:-../shared/data/homedepot}
-per_call=$(( ${CALL_MIB:-60} * 1024 * 1024 ))  # the device takes 64 MiB a call; keep some room
+per_call=$(( ${CALL_MIB:-63} * 1024 * 1024 ))  # the device takes 64 MiB a call; keep a little room
 py=${PYTHON:-.venv/bin/python}
 
 for f in train.jsonl dev.jsonl; do
@@ -48,5 +48,5 @@ echo "pack: working tree $tree bytes; $n parts of at most $room bytes"
 for i in $(seq 1 $((n - 1))); do
   echo "  call $i: carry [\".gpu/$i\"], command: bash training/gpu/run.sh receive"
 done
-echo "  call $n: carry [\".gpu/$n\"], command: bash training/gpu/run.sh train training/configs/homedepot-gpu.yaml"
+echo "  call $n: carry [\".gpu/$n\"], command: GPU_BUDGET_S=540 bash training/gpu/run.sh train training/configs/homedepot-gpu.yaml (timeout_s 600)"
 echo "  each within 30 s of the one before (a warm machine keeps the earlier parts; a cold one has lost them)"
