@@ -75,3 +75,4 @@ def test_fit_scales_every_pass_to_the_seconds_left(tmp_path):
     assert fitted("120.5") == [6022, 6022, 10]  # 48,200 rows of the 120,040 planned: x 0.4015
     assert fitted("100000") == [15000, 15000, 10]  # time to spare: the plan as written
     assert fitted("120", tmp_path / "no-speed.json") == [15000, 15000, 10]
+    assert fitted("120.5", Path("400")) == [6022, 6022, 10]  # a rate given as a number

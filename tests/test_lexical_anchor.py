@@ -1,4 +1,4 @@
-"""bench/lexical_anchor.py: the features on hand-checked pairs, and the whole script, run as a
+"""training/lexical.py's features on hand-checked pairs, bench/lexical_anchor.py, and the whole script, run as a
 subprocess on a small synthetic Home Depot-like set where the level follows the word overlap."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.lexical_anchor import FEATURE_NAMES, build_stats, feature_dict, features, stem  # noqa: E402
+from training.lexical import FEATURE_NAMES, build_stats, feature_dict, features, stem  # noqa: E402
 
 CATALOG = ["Glacier Bay 36 in. White Vanity Cabinet", "DEWALT Cordless Drill Kit", "GE 25 cu. ft. Refrigerator",
            "Hunter 52 in. Ceiling Fan", "Suncast Garden Hose Reel", "Ryobi Cordless Leaf Blower"]

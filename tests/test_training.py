@@ -148,7 +148,7 @@ def test_a_later_sft_pass_takes_the_rows_the_first_pass_left_out_first():
 
     rows = [{"label": "Related", "i": i} for i in range(10)] + [{"label": "Irrelevant", "i": i} for i in range(3)]
     cfg = SftConfig(balance_classes=True, rows_per_class=4, more_passes=[SftPass(6, 1e-4)], learning_rate=3e-4)
-    (first, first_rows, first_lr), (second, second_rows, second_lr) = plan(rows, cfg, seed=0)
+    (first, first_rows, first_lr, _), (second, second_rows, second_lr, _) = plan(rows, cfg, seed=0)
     assert (first, first_lr, second, second_lr) == ("label", 3e-4, "label@pass2", 1e-4)
     assert first_rows == phases(rows, cfg.curriculum, True, 0, 4)[0][1]  # the first pass is as without more passes
     related_before = {r["i"] for r in first_rows if r["label"] == "Related"}
@@ -372,6 +372,11 @@ def test_label_loss_is_the_cross_entropy_of_the_served_label_distribution(tiny_m
     assert soft[0][scheme.names.index("Related")] == max(soft[0]) and abs(sum(soft[0]) - 1) < 1e-9
     assert soft[0] != soft[2]  # same level, different ratings: different targets
     assert label_targets(rows, scheme.names, "labels", 0.3)[1] == [float(n == "Excellent") for n in scheme.names]
+    # a teacher's distribution (sft.teacher) mixes in by the pass's weight; rows it does not cover keep theirs
+    taught = [dict(rows[0], teacher=[0.0, 0.0, 0.0, 1.0]), rows[1]]
+    own, mixed = (label_targets(taught, scheme.names, "rating", 0.3, teacher_weight=w) for w in (0.0, 0.25))
+    assert mixed[0] == pytest.approx([0.75 * t + 0.25 * (n == "Irrelevant") for t, n in zip(own[0], scheme.names)])
+    assert mixed[1] == own[1] and own[0] != mixed[0]
     built = [sft_row(prompt, r["query"], r["product"], r["label"]) for r in rows]
     width = max(len(r["input_ids"]) for r in built)
     pad = lambda xs, v: xs + [v] * (width - len(xs))  # noqa: E731
@@ -428,6 +433,9 @@ def test_exported_judge_serves_through_the_reranker(trained):
         ({"sft": {"more_passes": {"rows_per_class": 5}}}, "sft.more_passes: expected a list of mappings"),
         ({"data": {"train": "judgments.jsonl", "max_train": -5}}, "data.max_train must be a positive whole number"),
         ({"sft": {"more_passes": [{"rows_per_class": 5}]}}, "sft.more_passes[0]: rows_per_class (a positive"),
+        ({"sft": {"more_passes": [{"rows_per_class": 5, "learning_rate": 1e-4, "teacher_weight": 0.5}]}},
+         "sft.teacher_weight needs sft.teacher"),
+        ({"sft": {"teacher": "t.jsonl", "teacher_weight": 1.5, "label_loss": "labels"}}, "sft.teacher_weight must be between 0 and 1"),
     ],
 )
 def test_bad_config_is_refused_before_training(trained, tmp_path, change, message):
@@ -604,3 +612,39 @@ def test_a_deadline_stops_sft_and_the_run_still_ends_with_an_eval(tiny_model_dir
     phases = json.loads((tmp_path / "run/sft/metrics.json").read_text())["phases"]
     assert phases["label@pass2"] == 0 and 0 < phases["label"] <= 4
     assert json.loads((tmp_path / "run/eval/metrics.json").read_text())["rows"] > 0
+
+
+def test_sft_distils_the_lexical_teacher_fit_out_of_fold(tiny_model_dir, tmp_path):
+    """sft.teacher: lexical: the sft stage fits the lexical model out of fold (by query) on the train
+    rows, keeps its probabilities beside the phases (scheme order, each row once) and trains toward
+    them; a teacher file that is not there is a one-line error."""
+    import numpy as np
+
+    (tmp_path / "judgments.jsonl").write_text("".join(json.dumps(r) + "\n" for r in judgments()))
+    (tmp_path / "catalog.jsonl").write_text("".join(json.dumps({"title": t}) + "\n" for ts in PRODUCTS.values() for t in ts))
+    config = {"run_dir": "run", "model": str(tiny_model_dir), "device": "cpu",
+              "data": {"train": "judgments.jsonl", "eval_fraction": 0.25},
+              "select": {"enabled": False}, "cot": {"enabled": False},
+              "sft": {"epochs": 1, "batch_size": 8, "lora": {"r": 4, "alpha": 8}, "compile": False, "label_loss": "labels",
+                      "teacher": "lexical", "teacher_catalog": "catalog.jsonl", "teacher_weight": 0.5},
+              "dpo_debias": {"enabled": False}, "dpo_passn": {"enabled": False}, "grpo": {"enabled": False},
+              "eval": {"betas": [0.5]}}
+    (tmp_path / "train.yaml").write_text(yaml.safe_dump(config))
+    done = lref("train", "--config", str(tmp_path / "train.yaml"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    train = [json.loads(line) for line in (tmp_path / "run/data/train.jsonl").read_text().splitlines()]
+    teacher = [json.loads(line) for line in (tmp_path / "run/sft/teacher.jsonl").read_text().splitlines()]
+    assert [(t["query"], t["product_id"]) for t in teacher] == [(r["query"], r["product_id"]) for r in train]
+    probs = np.array([t["probs"] for t in teacher])
+    assert probs.shape == (len(train), 4) and np.allclose(probs.sum(1), 1, atol=1e-4)
+    # out of fold, yet it learnt the overlap rule: Excellent pairs get more Excellent than Irrelevant ones
+    best = np.array([r["label"] == "Excellent" for r in train])
+    worst = np.array([r["label"] == "Irrelevant" for r in train])
+    assert probs[best, 0].mean() > probs[worst, 0].mean()
+    assert json.loads((tmp_path / "run/sft/metrics.json").read_text())["rows_with_teacher"] == len(train)
+
+    config["run_dir"], config["sft"]["teacher"] = "run2", "missing.jsonl"
+    (tmp_path / "train.yaml").write_text(yaml.safe_dump(config))
+    missing = lref("train", "--config", str(tmp_path / "train.yaml"))
+    assert missing.returncode == 2 and "sft.teacher:" in missing.stderr and "not found" in missing.stderr
+    assert "Traceback" not in missing.stderr

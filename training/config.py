@@ -84,6 +84,7 @@ class SftPass:
 
     rows_per_class: int = 0
     learning_rate: float = 0.0
+    teacher_weight: float = 0.0  # as sft.teacher_weight, for this pass
 
 
 @dataclass
@@ -124,6 +125,14 @@ class SftConfig:
     # product and its answer, attending to the prefix and itself only (serving's shared-prefix
     # attention), positions as if alone. Fewer tokens per row; batch_size then counts sequences.
     query_pack: int = 1
+    # Distillation. teacher: "lexical" (the lexical model of training/lexical.py, fit by the sft
+    # stage out of fold on the train rows, IDF from teacher_catalog's titles if given) or a JSONL of
+    # {query, product_id, probs} (the scheme's order, best first). With label_loss labels/rating, a
+    # row's target becomes (1 - w) x its own + w x the teacher's, w being teacher_weight for the
+    # first pass and each more_passes entry's own for the later ones.
+    teacher: str | None = None
+    teacher_catalog: str | None = None  # a JSONL of products with a "title" each
+    teacher_weight: float = 0.0
 
 
 @dataclass
@@ -352,6 +361,12 @@ def validate(config: TrainConfig) -> TrainConfig:
         if extra.rows_per_class < 1 or not 0 < extra.learning_rate < float("inf"):
             raise ConfigError(f"sft.more_passes[{i}]: rows_per_class (a positive whole number) and learning_rate "
                               "(a positive number) are required")
+    weights = [config.sft.teacher_weight] + [extra.teacher_weight for extra in config.sft.more_passes]
+    if not all(0 <= w <= 1 for w in weights):
+        raise ConfigError("sft.teacher_weight must be between 0 and 1 (in every pass)")
+    if any(weights) and (not config.sft.teacher or config.sft.label_loss == "token"):
+        raise ConfigError("sft.teacher_weight needs sft.teacher (a JSONL of teacher probabilities) and label_loss "
+                          "labels or rating")
     spec = config.prompt  # its fields' types were checked in _build
     if not spec.instruction.strip():
         raise ConfigError("prompt.instruction must be 'default', 'compact' or the instruction's text")

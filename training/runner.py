@@ -126,10 +126,47 @@ class Run:
 
         rows = data_stage.read_jsonl(self.need("cot", "train.jsonl"))
         cfg = self.config.sft
+        taught = self._attach_teacher(rows) if cfg.teacher else None
         result, trained = sft_stage.train(self.base_model, rows, self.prompt, cfg, self.dir("sft"),
                                           self.config.seed, self.device(), self.log, sft_deadline())
         return {"rows": len(rows), "model": str(result), "lora": cfg.lora.enabled, "phases": trained,
-                "balanced": cfg.balance_classes, "rows_per_class": cfg.rows_per_class}
+                "balanced": cfg.balance_classes, "rows_per_class": cfg.rows_per_class} | (
+                {"teacher": cfg.teacher, "rows_with_teacher": taught} if cfg.teacher else {})
+
+    def _attach_teacher(self, rows: list[dict]) -> int:
+        """sft.teacher's distribution on each row it covers (by query and product id); -> how many."""
+        cfg = self.config.sft
+        path = self.dir("sft") / "teacher.jsonl" if cfg.teacher == "lexical" else self.config.path(cfg.teacher)
+        if cfg.teacher == "lexical" and not path.exists():
+            self._lexical_teacher(rows, path)
+        if not path.exists():
+            raise StageError(f"sft.teacher: {path} not found (a JSONL of query, product_id, probs; or 'lexical')")
+        size = len(self.scheme.names)
+        teacher = {}
+        for r in data_stage.read_jsonl(path):
+            probs = r.get("probs")
+            if not (isinstance(probs, list) and len(probs) == size and all(isinstance(v, (int, float)) and v >= 0 for v in probs)
+                    and sum(probs) > 0):
+                raise StageError(f"sft.teacher: {path}: every row needs probs, {size} non-negative numbers (scheme order)")
+            teacher[(r.get("query"), str(r.get("product_id")))] = [v / sum(probs) for v in probs]
+        for row in rows:
+            row["teacher"] = teacher.get((row["query"], str(row["product_id"])))
+        return sum(row["teacher"] is not None for row in rows)
+
+    def _lexical_teacher(self, rows: list[dict], path: Path) -> None:
+        """The lexical model's out-of-fold probabilities on the train rows, written where a re-run finds them."""
+        from .lexical import teacher_probs
+
+        catalog = None
+        if self.config.sft.teacher_catalog:
+            source = self.config.path(self.config.sft.teacher_catalog)
+            if not source.exists():
+                raise StageError(f"sft.teacher_catalog: {source} not found")
+            catalog = [str(r.get("title", "")) for r in data_stage.read_jsonl(source)]
+        self.log(f"sft: fitting the lexical teacher on {len(rows)} rows (5 folds by query)")
+        probs = teacher_probs(rows, self.scheme.names, catalog, seed=self.config.seed)
+        data_stage.write_jsonl(path, [{"query": r["query"], "product_id": str(r["product_id"]),
+                                       "probs": [round(float(v), 5) for v in p]} for r, p in zip(rows, probs)])
 
     def latest_model(self, before: str | None = None) -> Path:
         """The newest model a finished trained stage wrote (each is a merged HF dir)."""

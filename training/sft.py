@@ -55,24 +55,26 @@ def balanced(rows: list[dict], seed: int, per_class: int | None = None, seen: fr
     return out
 
 
-def plan(rows: list[dict], cfg: SftConfig, seed: int) -> list[tuple[str, list[dict], float]]:
-    """(name, rows, learning rate) of every phase: the curriculum's phases, then those of each of
-    `cfg.more_passes` over a fresh balanced sample (seed + pass number) that prefers unseen rows."""
+def plan(rows: list[dict], cfg: SftConfig, seed: int) -> list[tuple[str, list[dict], float, float]]:
+    """(name, rows, learning rate, teacher weight) of every phase: the curriculum's phases, then those
+    of each of `cfg.more_passes` over a fresh balanced sample (seed + pass number) that prefers unseen rows."""
     first = phases(rows, cfg.curriculum, cfg.balance_classes, seed, cfg.rows_per_class)
-    out = [(style, group, cfg.learning_rate) for style, group in first]
+    out = [(style, group, cfg.learning_rate, cfg.teacher_weight) for style, group in first]
     seen = {id(r) for _, group in first for r in group}
     styles = phases(rows, cfg.curriculum)  # the rows of each curriculum phase, unbalanced: each pass samples them
     for number, extra in enumerate(cfg.more_passes, start=2):
         for style, group in styles:
             sample = balanced(group, seed + number - 1, extra.rows_per_class, frozenset(seen))
             seen |= {id(r) for r in sample}
-            out.append((f"{style}@pass{number}", sample, extra.learning_rate))
+            out.append((f"{style}@pass{number}", sample, extra.learning_rate, extra.teacher_weight))
     return out
 
 
-def label_targets(rows: list[dict], names: list[str], loss: str, sigma: float) -> list[list[float]] | None:
+def label_targets(rows: list[dict], names: list[str], loss: str, sigma: float,
+                  teacher_weight: float = 0.0) -> list[list[float]] | None:
     """Each row's target distribution over the scheme's labels (scheme order) for label_loss
-    'labels' (one-hot) and 'rating' (soft, from the raters' mean); None for 'token'."""
+    'labels' (one-hot) and 'rating' (soft, from the raters' mean); None for 'token'. A row with a
+    `teacher` distribution gets (1 - teacher_weight) x that target + teacher_weight x the teacher's."""
     if loss == "token":
         return None
     centres = {}
@@ -88,7 +90,10 @@ def label_targets(rows: list[dict], names: list[str], loss: str, sigma: float) -
         else:  # 'labels', or a row without a rating
             weights = [float(n == r["label"]) for n in names]
         total = sum(weights)
-        out.append([w / total for w in weights])
+        target = [w / total for w in weights]
+        if teacher_weight and r.get("teacher"):
+            target = [(1 - teacher_weight) * t + teacher_weight * p for t, p in zip(target, r["teacher"])]
+        out.append(target)
     return out
 
 
@@ -319,8 +324,8 @@ def train(base: str, rows: list[dict], prompt: PromptFormat, cfg: SftConfig, out
                       target_modules=targets, layers_to_transform=list(top) if top else None,
                       task_type="CAUSAL_LM") if cfg.lora.enabled else None
     trained = plan(rows, cfg, seed)
-    counts = {style: len(phase_rows) for style, phase_rows, _ in trained}
-    for index, (style, phase_rows, learning_rate) in enumerate(trained):
+    counts = {style: len(phase_rows) for style, phase_rows, _, _ in trained}
+    for index, (style, phase_rows, learning_rate, teacher_weight) in enumerate(trained):
         phase_dir = out / f"phase{index}-{style.split('@')[0]}"
         if (phase_dir / DONE).exists():
             log(f"sft phase {style}: done earlier, loading it")
@@ -344,7 +349,7 @@ def train(base: str, rows: list[dict], prompt: PromptFormat, cfg: SftConfig, out
             lr_scheduler_type="cosine", warmup_steps=0.05,  # a float below 1 is a ratio
             train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
         )
-        targets = label_targets(phase_rows, prompt.scheme.names, cfg.label_loss, cfg.rating_sigma)
+        targets = label_targets(phase_rows, prompt.scheme.names, cfg.label_loss, cfg.rating_sigma, teacher_weight)
         trainer = _trainer_class(prompt.label_token_ids)(
                              model=model, args=args, train_dataset=_dataset(phase_rows, prompt, cfg.max_length, targets, cfg.query_pack),
                              processing_class=prompt.tokenizer,

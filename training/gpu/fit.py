@@ -4,7 +4,7 @@ before. Writes CONFIG's copy beside it (NAME.fit.yaml, so its relative paths sti
 its path; the factor and the rows go to stderr. Without a speed (the probe failed) the copy is the
 config unchanged, and the run's deadline (LREF_SFT_DEADLINE) alone bounds it.
 
-    python3 training/gpu/fit.py CONFIG SPEED_JSON SECONDS
+    python3 training/gpu/fit.py CONFIG SPEED_JSON|ROWS_PER_S SECONDS
 """
 
 from __future__ import annotations
@@ -33,7 +33,10 @@ def fit(raw: dict, rows_per_s: float | None, seconds: float) -> tuple[dict, floa
 def main() -> None:
     config, speed_file, seconds = Path(sys.argv[1]), Path(sys.argv[2]), float(sys.argv[3])
     raw = yaml.safe_load(config.read_text())
-    speed = json.loads(speed_file.read_text())["results"][0]["rows_per_s"] if speed_file.exists() else None
+    if speed_file.name.replace(".", "", 1).isdigit():  # a rate measured before, e.g. by an earlier run's SFT
+        speed = float(speed_file.name)
+    else:
+        speed = json.loads(speed_file.read_text())["results"][0]["rows_per_s"] if speed_file.exists() else None
     fitted, factor = fit(raw, speed, seconds)
     target = config.with_name(f"{config.stem}.fit.yaml")
     target.write_text(f"# {config.name} fitted to {seconds:.0f} s at {speed} rows/s (training/gpu/fit.py): "

@@ -56,7 +56,9 @@ print(target, "weights sha256", weights_sha256(target))
 EOF
 
 step "SFT speed (bench/train_speed.py, eager: compile time on this GPU was never measured)"
-timeout 100 python3 bench/train_speed.py --rows 2048 --variants "bf16:compact:b32" \
+# GPU_ROWS_PER_S: a rate an earlier run measured for this config's batch; the probe is then skipped
+speed=${GPU_ROWS_PER_S:-$out/train_speed.json}
+[[ -n ${GPU_ROWS_PER_S:-} ]] || timeout 100 python3 bench/train_speed.py --rows 2048 --variants "bf16:compact:b32" \
   --out "$out/train_speed.json" || echo "train_speed did not finish (rc $?)"
 
 reserve=${GPU_RESERVE_S:-120}  # after SFT: merge, eval on all of dev, export, pack
@@ -65,7 +67,7 @@ for config in "$@"; do
   if (( $(left) < reserve + 60 )); then step "skipping $config: too little time left"; continue; fi
   sft_s=$(( $(left) - reserve ))
   step "training $config: ${sft_s} s for SFT"
-  fitted=$(python3 training/gpu/fit.py "$config" "$out/train_speed.json" "$sft_s") || fitted=$config
+  fitted=$(python3 training/gpu/fit.py "$config" "$speed" "$sft_s") || fitted=$config
   cp "$fitted" "$out/$name.fit.yaml" 2>/dev/null || true
   # the fit comes from a short probe: the deadline keeps a slower run inside the budget all the same
   LREF_SFT_DEADLINE=$(( $(date +%s) + sft_s )) timeout $(( $(left) - 20 )) python3 - "$fitted" <<'EOF'
