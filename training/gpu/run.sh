@@ -68,6 +68,20 @@ for config in "$@"; do
   sft_s=$(( $(left) - reserve ))
   step "training $config: ${sft_s} s for SFT"
   fitted=$(python3 training/gpu/fit.py "$config" "$speed" "$sft_s") || fitted=$config
+  # a config that distils the lexical teacher finds the one pack.sh fit, where its sft stage looks
+  python3 - "$fitted" "$kit/data/teacher.jsonl" <<'EOF'
+import shutil
+import sys
+from pathlib import Path
+
+from training.config import load_config
+
+c, teacher = load_config(sys.argv[1]), Path(sys.argv[2])
+if c.sft.teacher == "lexical" and teacher.exists():
+    (c.out / "sft").mkdir(parents=True, exist_ok=True)
+    shutil.copy(teacher, c.out / "sft" / "teacher.jsonl")
+    print("the lexical teacher from pack.sh:", c.out / "sft" / "teacher.jsonl")
+EOF
   cp "$fitted" "$out/$name.fit.yaml" 2>/dev/null || true
   # the fit comes from a short probe: the deadline keeps a slower run inside the budget all the same
   LREF_SFT_DEADLINE=$(( $(date +%s) + sft_s )) timeout $(( $(left) - 20 )) python3 - "$fitted" <<'EOF'
@@ -92,7 +106,7 @@ print(*(Path(p).resolve().relative_to(Path.cwd()) for p in (c.out, judge) if Pat
 EOF
 )
   tar -cJf "/tmp/$name.tar.xz" --exclude='*/model' --exclude='checkpoint-*' --exclude='*/final' \
-    --exclude='*/data/*.jsonl' --exclude='*/select/*.jsonl' --exclude='*/cot/*.jsonl' $paths
+    --exclude='*/data/*.jsonl' --exclude='*/select/*.jsonl' --exclude='*/cot/*.jsonl' --exclude='*/sft/teacher.jsonl' $paths
   split -b 15m -d -a 1 "/tmp/$name.tar.xz" "$out/$name.tar.xz."
 done
 step "done"
