@@ -32,8 +32,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 # the model lives in training/: SFT distils it (sft.teacher: lexical)
+from training.data import write_jsonl  # noqa: E402
 from training.lexical import (  # noqa: E402
-    FEATURE_NAMES, LEVELS, NAMES, build_stats, expected_level, feature_matrix, fit, out_of_fold, predict_proba)
+    FEATURE_NAMES, LEVELS, NAMES, build_stats, expected_level, feature_matrix, fit, out_of_fold, predict_proba,
+    teacher_records)
 
 def scores(pred: np.ndarray, ranking: np.ndarray, levels: np.ndarray, relevance: np.ndarray) -> dict:
     from scipy.stats import spearmanr
@@ -48,10 +50,9 @@ def scores(pred: np.ndarray, ranking: np.ndarray, levels: np.ndarray, relevance:
 
 def write_teacher(path: Path, rows: list[dict], X: np.ndarray, y: np.ndarray, groups: np.ndarray, max_iter: int,
                   seed: int) -> None:
+    """The file the sft stage writes for `sft.teacher: lexical`, from the features computed here."""
     probs = out_of_fold(X, y, groups, max_iter, seed)[:, ::-1]  # levels 4..1: the scheme's order, best first
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps({"query": r["query"], "product_id": str(r["product_id"]),
-                                        "probs": [round(float(v), 5) for v in p]}) + "\n" for r, p in zip(rows, probs)))
+    write_jsonl(path, teacher_records(rows, probs))
 
 
 def read_jsonl(path: Path) -> list[dict]:

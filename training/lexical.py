@@ -255,3 +255,10 @@ def teacher_probs(rows: list[dict], names: list[str], catalog_titles: list[str] 
     y = np.array([len(names) - names.index(r["label"]) for r in rows])
     with threadpool_limits(1):
         return out_of_fold(X, y, np.array([r["query"] for r in rows]), max_iter, seed, levels=levels)[:, ::-1]
+
+
+def teacher_records(rows: list[dict], probs: np.ndarray) -> list[dict]:
+    """The teacher file's lines (what `sft.teacher` reads): {query, product_id, probs} with the
+    probabilities in the scheme's order, best first, to 5 decimals."""
+    return [{"query": r["query"], "product_id": str(r["product_id"]), "probs": [round(float(v), 5) for v in p]}
+            for r, p in zip(rows, probs)]

@@ -155,7 +155,7 @@ class Run:
 
     def _lexical_teacher(self, rows: list[dict], path: Path) -> None:
         """The lexical model's out-of-fold probabilities on the train rows, written where a re-run finds them."""
-        from .lexical import teacher_probs
+        from .lexical import teacher_probs, teacher_records
 
         catalog = None
         if self.config.sft.teacher_catalog:
@@ -165,8 +165,7 @@ class Run:
             catalog = [str(r.get("title", "")) for r in data_stage.read_jsonl(source)]
         self.log(f"sft: fitting the lexical teacher on {len(rows)} rows (5 folds by query)")
         probs = teacher_probs(rows, self.scheme.names, catalog, seed=self.config.seed)
-        data_stage.write_jsonl(path, [{"query": r["query"], "product_id": str(r["product_id"]),
-                                       "probs": [round(float(v), 5) for v in p]} for r, p in zip(rows, probs)])
+        data_stage.write_jsonl(path, teacher_records(rows, probs))
 
     def latest_model(self, before: str | None = None) -> Path:
         """The newest model a finished trained stage wrote (each is a merged HF dir)."""
