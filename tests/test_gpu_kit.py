@@ -44,7 +44,7 @@ def test_a_part_lost_between_calls_stops_the_run_with_the_reason(tmp_path):
     (tree / ".gpu/2").mkdir(parents=True)
     (tree / ".gpu/2/part-1").write_bytes(b"second half")  # part 1 went with a machine that went cold
     (tree / ".gpu/2/payload.sha256").write_text(f"{hashlib.sha256(payload).hexdigest()}  payload.tar.xz\n")
-    done = run(tree, "train", "training/configs/homedepot-gpu.yaml")
+    done = run(tree, "train", "training/configs/homedepot.yaml")
     assert done.returncode == 3, done.stdout + done.stderr
     assert "an earlier part is missing (the machine went cold between calls)" in done.stdout  # run.sh tees all output
     assert "joining 1 parts" in (tree / "out/log.txt").read_text()  # the log comes back with the files
@@ -76,3 +76,7 @@ def test_fit_scales_every_pass_to_the_seconds_left(tmp_path):
     assert fitted("100000") == [15000, 15000, 10]  # time to spare: the plan as written
     assert fitted("120", tmp_path / "no-speed.json") == [15000, 15000, 10]
     assert fitted("120.5", Path("400")) == [6022, 6022, 10]  # a rate given as a number
+    raw = yaml.safe_load(config.read_text())
+    raw["sft"]["more_passes"][0]["stop_after_steps"] = 100  # 3,200 of its 60,000 rows
+    config.write_text(yaml.safe_dump(raw))
+    assert fitted("120.5") == [11432, 11432, 10]  # 48,200 of 63,240 planned rows: x 0.7622

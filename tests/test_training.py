@@ -148,7 +148,7 @@ def test_a_later_sft_pass_takes_the_rows_the_first_pass_left_out_first():
 
     rows = [{"label": "Related", "i": i} for i in range(10)] + [{"label": "Irrelevant", "i": i} for i in range(3)]
     cfg = SftConfig(balance_classes=True, rows_per_class=4, more_passes=[SftPass(6, 1e-4)], learning_rate=3e-4)
-    (first, first_rows, first_lr, _), (second, second_rows, second_lr, _) = plan(rows, cfg, seed=0)
+    (first, first_rows, first_lr, _, _), (second, second_rows, second_lr, _, _) = plan(rows, cfg, seed=0)
     assert (first, first_lr, second, second_lr) == ("label", 3e-4, "label@pass2", 1e-4)
     assert first_rows == phases(rows, cfg.curriculum, True, 0, 4)[0][1]  # the first pass is as without more passes
     related_before = {r["i"] for r in first_rows if r["label"] == "Related"}
@@ -436,6 +436,8 @@ def test_exported_judge_serves_through_the_reranker(trained):
         ({"sft": {"more_passes": [{"rows_per_class": 5, "learning_rate": 1e-4, "teacher_weight": 0.5}]}},
          "sft.teacher_weight needs sft.teacher"),
         ({"sft": {"teacher": "t.jsonl", "teacher_weight": 1.5, "label_loss": "labels"}}, "sft.teacher_weight must be between 0 and 1"),
+        ({"sft": {"more_passes": [{"rows_per_class": 5, "learning_rate": 1e-4, "stop_after_steps": -1}]}},
+         "sft.stop_after_steps must be a whole number, 0 or more"),
     ],
 )
 def test_bad_config_is_refused_before_training(trained, tmp_path, change, message):
@@ -612,6 +614,27 @@ def test_a_deadline_stops_sft_and_the_run_still_ends_with_an_eval(tiny_model_dir
     phases = json.loads((tmp_path / "run/sft/metrics.json").read_text())["phases"]
     assert phases["label@pass2"] == 0 and 0 < phases["label"] <= 4
     assert json.loads((tmp_path / "run/eval/metrics.json").read_text())["rows"] > 0
+
+
+def test_stop_after_steps_ends_a_pass_early_on_its_whole_schedule(tiny_model_dir, tmp_path):
+    """sft.stop_after_steps replays a deadline-stopped run: the pass ends at that step, its rate
+    having followed the schedule planned for the whole pass, and the next pass still trains."""
+    (tmp_path / "judgments.jsonl").write_text("".join(json.dumps(r) + "\n" for r in judgments()))
+    config = {"run_dir": "run", "model": str(tiny_model_dir), "device": "cpu",
+              "data": {"train": "judgments.jsonl", "eval_fraction": 0.25},
+              "select": {"enabled": False}, "cot": {"enabled": False},
+              "sft": {"epochs": 2, "batch_size": 4, "save_steps": 100, "lora": {"r": 4, "alpha": 8}, "compile": False,
+                      "stop_after_steps": 2, "more_passes": [{"rows_per_class": 4, "learning_rate": 1e-4}]},
+              "dpo_debias": {"enabled": False}, "dpo_passn": {"enabled": False}, "grpo": {"enabled": False},
+              "eval": {"betas": [0.5]}}
+    (tmp_path / "train.yaml").write_text(yaml.safe_dump(config))
+    done = lref("train", "--config", str(tmp_path / "train.yaml"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    first = json.loads((tmp_path / "run/sft/phase0-label/speed.json").read_text())
+    assert first["steps"] == 2 < first["planned_steps"]
+    assert "stopped at stop_after_steps 2, step 2 of" in done.stdout + done.stderr
+    second = json.loads((tmp_path / "run/sft/phase1-label/speed.json").read_text())
+    assert second["steps"] == second["planned_steps"] > 0  # the next pass ran whole
 
 
 def test_sft_distils_the_lexical_teacher_fit_out_of_fold(tiny_model_dir, tmp_path):

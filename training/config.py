@@ -85,6 +85,7 @@ class SftPass:
     rows_per_class: int = 0
     learning_rate: float = 0.0
     teacher_weight: float = 0.0  # as sft.teacher_weight, for this pass
+    stop_after_steps: int = 0    # as sft.stop_after_steps, for this pass
 
 
 @dataclass
@@ -133,6 +134,10 @@ class SftConfig:
     teacher: str | None = None
     teacher_catalog: str | None = None  # a JSONL of products with a "title" each
     teacher_weight: float = 0.0
+    # End the first pass after this many optimizer steps (0: the whole pass), its learning-rate
+    # schedule still planned for the whole pass: what LREF_SFT_DEADLINE does to a budgeted run, so a
+    # recipe can replay a judge a deadline stopped. more_passes entries have their own.
+    stop_after_steps: int = 0
 
 
 @dataclass
@@ -361,6 +366,8 @@ def validate(config: TrainConfig) -> TrainConfig:
         if extra.rows_per_class < 1 or not 0 < extra.learning_rate < float("inf"):
             raise ConfigError(f"sft.more_passes[{i}]: rows_per_class (a positive whole number) and learning_rate "
                               "(a positive number) are required")
+    if any(step < 0 for step in [config.sft.stop_after_steps] + [p.stop_after_steps for p in config.sft.more_passes]):
+        raise ConfigError("sft.stop_after_steps must be a whole number, 0 or more (0: the whole pass), in every pass")
     weights = [config.sft.teacher_weight] + [extra.teacher_weight for extra in config.sft.more_passes]
     if not all(0 <= w <= 1 for w in weights):
         raise ConfigError("sft.teacher_weight must be between 0 and 1 (in every pass)")

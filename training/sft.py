@@ -10,6 +10,7 @@ import math
 import random
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -55,18 +56,29 @@ def balanced(rows: list[dict], seed: int, per_class: int | None = None, seen: fr
     return out
 
 
-def plan(rows: list[dict], cfg: SftConfig, seed: int) -> list[tuple[str, list[dict], float, float]]:
-    """(name, rows, learning rate, teacher weight) of every phase: the curriculum's phases, then those
-    of each of `cfg.more_passes` over a fresh balanced sample (seed + pass number) that prefers unseen rows."""
+class Phase(NamedTuple):
+    """One SFT phase as planned: its name, rows, rate, teacher weight and the step it ends at (0: its end)."""
+
+    name: str
+    rows: list[dict]
+    learning_rate: float
+    teacher_weight: float
+    stop_after_steps: int
+
+
+def plan(rows: list[dict], cfg: SftConfig, seed: int) -> list[Phase]:
+    """Every phase: the curriculum's phases, then those of each of `cfg.more_passes` over a fresh
+    balanced sample (seed + pass number) that prefers unseen rows."""
     first = phases(rows, cfg.curriculum, cfg.balance_classes, seed, cfg.rows_per_class)
-    out = [(style, group, cfg.learning_rate, cfg.teacher_weight) for style, group in first]
+    out = [Phase(style, group, cfg.learning_rate, cfg.teacher_weight, cfg.stop_after_steps) for style, group in first]
     seen = {id(r) for _, group in first for r in group}
     styles = phases(rows, cfg.curriculum)  # the rows of each curriculum phase, unbalanced: each pass samples them
     for number, extra in enumerate(cfg.more_passes, start=2):
         for style, group in styles:
             sample = balanced(group, seed + number - 1, extra.rows_per_class, frozenset(seen))
             seen |= {id(r) for r in sample}
-            out.append((f"{style}@pass{number}", sample, extra.learning_rate, extra.teacher_weight))
+            out.append(Phase(f"{style}@pass{number}", sample, extra.learning_rate, extra.teacher_weight,
+                             extra.stop_after_steps))
     return out
 
 
@@ -218,17 +230,18 @@ class _WithTargets:
         return batch
 
 
-def _deadline_callback(deadline: float):
-    """Stops training at the first step that ends after `deadline` (a Unix time): a run on a lent
-    machine then still has its time for eval and export. The phase is kept as it stands."""
+def _stop_callback(deadline: float | None, stop_after_steps: int):
+    """Stops training at the first step that ends after `deadline` (a Unix time: a run on a lent
+    machine then still has its time for eval and export) or at step `stop_after_steps` (a recipe
+    replaying such a run). The phase is kept as it stands."""
     from transformers import TrainerCallback
 
-    class Deadline(TrainerCallback):
+    class Stop(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):
-            if time.time() >= deadline:
+            if (deadline is not None and time.time() >= deadline) or 0 < stop_after_steps <= state.global_step:
                 control.should_training_stop = True
 
-    return Deadline()
+    return Stop()
 
 
 def _trainer_class(label_ids: list[int]):
@@ -324,8 +337,8 @@ def train(base: str, rows: list[dict], prompt: PromptFormat, cfg: SftConfig, out
                       target_modules=targets, layers_to_transform=list(top) if top else None,
                       task_type="CAUSAL_LM") if cfg.lora.enabled else None
     trained = plan(rows, cfg, seed)
-    counts = {style: len(phase_rows) for style, phase_rows, _, _ in trained}
-    for index, (style, phase_rows, learning_rate, teacher_weight) in enumerate(trained):
+    counts = {phase.name: len(phase.rows) for phase in trained}
+    for index, (style, phase_rows, learning_rate, teacher_weight, stop_after_steps) in enumerate(trained):
         phase_dir = out / f"phase{index}-{style.split('@')[0]}"
         if (phase_dir / DONE).exists():
             log(f"sft phase {style}: done earlier, loading it")
@@ -354,14 +367,15 @@ def train(base: str, rows: list[dict], prompt: PromptFormat, cfg: SftConfig, out
                              model=model, args=args, train_dataset=_dataset(phase_rows, prompt, cfg.max_length, targets, cfg.query_pack),
                              processing_class=prompt.tokenizer,
                              peft_config=lora if lora and not isinstance(model, PeftModel) else None,
-                             callbacks=[_deadline_callback(deadline)] if deadline is not None else None)
+                             callbacks=[_stop_callback(deadline, stop_after_steps)])
         if compiled:
             compile_layers(trainer.model)
         result = trainer.train(resume_from_checkpoint=last_checkpoint(phase_dir))
         model = trainer.model
-        done = trainer.state.global_step / max(trainer.state.max_steps, 1)  # below 1 when the deadline stopped it
+        done = trainer.state.global_step / max(trainer.state.max_steps, 1)  # below 1 when stopped early
         if done < 1:
-            log(f"sft phase {style}: stopped at the deadline, step {trainer.state.global_step} of {trainer.state.max_steps}")
+            why = f"stop_after_steps {stop_after_steps}" if 0 < stop_after_steps <= trainer.state.global_step else "the deadline"
+            log(f"sft phase {style}: stopped at {why}, step {trainer.state.global_step} of {trainer.state.max_steps}")
             counts[style] = round(len(phase_rows) * min(1.0, done * cfg.epochs))
         tokens = sum(len(r["input_ids"]) for r in trainer.train_dataset)  # what the rows hold, padding not counted
         (phase_dir / STATS).write_text(json.dumps({

@@ -23,10 +23,13 @@ def fit(raw: dict, rows_per_s: float | None, seconds: float) -> tuple[dict, floa
     """(the config with its passes scaled, the factor)."""
     sft = raw["sft"]
     passes = [sft] + list(sft.get("more_passes") or [])
-    planned = sft.get("epochs", 1) * LABELS * sum(p["rows_per_class"] for p in passes)
+    batch = sft.get("batch_size", 8)
+    # a pass with stop_after_steps trains that many batches at most
+    planned = sum(min(sft.get("epochs", 1) * LABELS * p["rows_per_class"], (p.get("stop_after_steps") or 0) * batch or math.inf)
+                  for p in passes)
     factor = 1.0 if not rows_per_s else min(1.0, max(seconds, 0) * rows_per_s / planned)
     for p in passes:  # at least a batch, or the pass as written when it is smaller
-        p["rows_per_class"] = max(min(sft.get("batch_size", 8), p["rows_per_class"]), math.floor(p["rows_per_class"] * factor))
+        p["rows_per_class"] = max(min(batch, p["rows_per_class"]), math.floor(p["rows_per_class"] * factor))
     return raw, factor
 
 

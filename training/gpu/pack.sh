@@ -53,5 +53,5 @@ echo "pack: working tree $tree bytes; $n parts of at most $room bytes"
 for i in $(seq 1 $((n - 1))); do
   echo "  call $i: carry [\".gpu/$i\"], command: bash training/gpu/run.sh receive"
 done
-echo "  call $n: carry [\".gpu/$n\"], command: GPU_BUDGET_S=540 bash training/gpu/run.sh train training/configs/homedepot-gpu.yaml (timeout_s 600)"
+echo "  call $n: carry [\".gpu/$n\"], command: GPU_BUDGET_S=590 GPU_RESERVE_S=100 GPU_ROWS_PER_S=450 bash training/gpu/run.sh train training/configs/homedepot.yaml (timeout_s 600)"
 echo "  each within 30 s of the one before (a warm machine keeps the earlier parts; a cold one has lost them)"

@@ -58,8 +58,10 @@ EOF
 step "SFT speed (bench/train_speed.py, eager: compile time on this GPU was never measured)"
 # GPU_ROWS_PER_S: a rate an earlier run measured for this config's batch; the probe is then skipped
 speed=${GPU_ROWS_PER_S:-$out/train_speed.json}
-[[ -n ${GPU_ROWS_PER_S:-} ]] || timeout 100 python3 bench/train_speed.py --rows 2048 --variants "bf16:compact:b32" \
-  --out "$out/train_speed.json" || echo "train_speed did not finish (rc $?)"
+# GPU_SPEED_VARIANTS / GPU_SPEED_ROWS: other variants to time (bench/train_speed.py's syntax), e.g. a
+# larger batch or compiled layers; fit.py reads the first one's rate
+[[ -n ${GPU_ROWS_PER_S:-} ]] || timeout "${GPU_SPEED_S:-100}" python3 bench/train_speed.py --rows "${GPU_SPEED_ROWS:-2048}" \
+  --variants "${GPU_SPEED_VARIANTS:-bf16:compact:b32}" --out "$out/train_speed.json" || echo "train_speed did not finish (rc $?)"
 
 reserve=${GPU_RESERVE_S:-120}  # after SFT: merge, eval on all of dev, export, pack
 for config in "$@"; do
