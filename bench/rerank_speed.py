@@ -137,7 +137,7 @@ def load_judge(judge: str, model: str, dtype: str, device: str) -> tuple[object,
     if judge == "zero-shot":
         net, tokenizer, where = load_model(ModelSpec(model=model, dtype=dtype, device=device))
         return net, PromptFormat(tokenizer, load_scheme()), where
-    from reranker.cli import build_config
+    from reranker.api import build_config
 
     config = build_config(None if judge == "shipped" else judge, None, None, dtype, device, "transformers",
                           None, None, None, None, "expected")

@@ -17,6 +17,8 @@ from typing import Optional
 
 import typer
 
+from reranker.errors import LrefError
+
 ENV_USER = "LREF_OPENSEARCH_USER"
 ENV_PASSWORD = "LREF_OPENSEARCH_PASSWORD"
 ENV_PASSWORD_FILE = "LREF_OPENSEARCH_PASSWORD_FILE"
@@ -29,7 +31,7 @@ ca_cert_option = typer.Option(None, "--ca-cert", help="PEM file of the CA that s
                                                       f"(or env {ENV_CA_CERT}; default: the system's CAs)")
 
 
-class AccessError(ValueError):
+class AccessError(LrefError, ValueError):
     pass
 
 

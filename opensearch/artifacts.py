@@ -26,6 +26,8 @@ from xml.etree import ElementTree
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
+from reranker.errors import LrefError
+
 MAVEN_CENTRAL = "https://repo1.maven.org/maven2"
 LOCK_FILE = Path(__file__).parent / "definitions" / "artifacts.lock.json"
 # Newest 3.x whose distribution and all four plugins are on Maven Central (checked 2026-11:
@@ -37,7 +39,7 @@ PLUGINS = ("opensearch-job-scheduler", "opensearch-ml-plugin", "opensearch-knn",
 warn = Console(stderr=True)
 
 
-class ArtifactError(RuntimeError):
+class ArtifactError(LrefError, RuntimeError):
     pass
 
 

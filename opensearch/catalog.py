@@ -13,11 +13,12 @@ from tqdm import tqdm
 
 from lref_plugin.install import InstallError, call, definition, reason
 from reranker.core import jsonl_objects
+from reranker.errors import LrefError
 
 DEFAULT_INDEX = "products"
 
 
-class CatalogError(ValueError):
+class CatalogError(LrefError, ValueError):
     pass
 
 

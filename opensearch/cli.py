@@ -13,11 +13,11 @@ from rich.table import Table
 
 from lref_plugin.install import DEFAULT_READ_TIMEOUT_S
 from reranker.console import api_key_from, check_port, fail
+from reranker.core import DEFAULT_MIN_TIER
 
 from . import artifacts, security
-from .access import NO_ACCESS, AccessError, access_from, ca_cert_option, password_file_option, user_option
-from .java import JavaError
-from .node import NodeError, NodeSettings, default_base, default_heap, heap_problem
+from .access import NO_ACCESS, access_from, ca_cert_option, password_file_option, user_option
+from .node import NodeSettings, default_base, default_heap, heap_problem
 
 opensearch_app = typer.Typer(help="A local OpenSearch node and the lref connector/pipelines in it.", no_args_is_help=True)
 out = Console()
@@ -32,10 +32,7 @@ def _settings(port: int, transport_port: int, heap: Optional[str], version: str,
 
 
 def _access(user: Optional[str], password_file: Optional[Path], ca_cert: Optional[Path]):
-    try:
-        return access_from(user, password_file, ca_cert)
-    except AccessError as exc:
-        fail(str(exc))
+    return access_from(user, password_file, ca_cert)
 
 
 def check_version(version: str) -> None:
@@ -62,7 +59,6 @@ def up(
                                       "(default heap then: a quarter of RAM shared, at least 1g each)"),
 ) -> None:
     """Fetch, assemble (plugins + our tier filter), start and wait until healthy."""
-    from lref_plugin.build import BuildError
 
     from . import cluster
     from .node import start
@@ -82,13 +78,10 @@ def up(
         version = security.SECURE_VERSION if secure else artifacts.DEFAULT_VERSION
     check_version(version)
     settings = _settings(port, transport_port, heap or default_heap(nodes), version, state, secure)
-    try:
-        if nodes == 1:
-            health = start(settings, timeout_s=timeout, log=out.print)
-        else:
-            health = cluster.start(settings, nodes, timeout_s=timeout, log=out.print)
-    except (NodeError, JavaError, artifacts.ArtifactError, BuildError, OSError) as exc:
-        fail(str(exc))
+    if nodes == 1:
+        health = start(settings, timeout_s=timeout, log=out.print)
+    else:
+        health = cluster.start(settings, nodes, timeout_s=timeout, log=out.print)
     if nodes == 1:
         out.print(f"OpenSearch {version} is {health['status']} at {settings.url}")
     else:
@@ -111,10 +104,7 @@ def down(port: int = _port, state: Optional[Path] = _state,
 
     check_port("--port", port)
     settings = _settings(port, 9300, "1g", artifacts.DEFAULT_VERSION, state)
-    try:
-        members = cluster.recorded(settings)
-    except NodeError as exc:
-        fail(str(exc))
+    members = cluster.recorded(settings)
     if members is not None:
         out.print("stopped" if cluster.down(members) else f"no cluster started by lref is running on port {port}")
         return
@@ -145,10 +135,7 @@ def status(
         from . import cluster
 
         settings = _settings(port, 9300, "1g", artifacts.DEFAULT_VERSION, state)
-        try:
-            members = cluster.recorded(settings)
-        except NodeError as exc:
-            fail(str(exc))
+        members = cluster.recorded(settings)
         report = node_status(settings) if members is None else cluster.status(members)
     else:
         report = _cluster_status(opensearch, access)
@@ -158,15 +145,12 @@ def status(
 
 
 def _cluster_status(url: str, access) -> dict:
-    from lref_plugin.install import InstallError, call, connect
+    from lref_plugin.install import call, connect
 
-    try:
-        client = connect(url, access)
-        info = client.info()
-        health = call(client, "GET", "/_cluster/health", what="cluster health")
-        plugins = call(client, "GET", "/_cat/plugins?format=json", what="listing plugins")
-    except InstallError as exc:
-        fail(str(exc))
+    client = connect(url, access)
+    info = client.info()
+    health = call(client, "GET", "/_cluster/health", what="cluster health")
+    plugins = call(client, "GET", "/_cat/plugins?format=json", what="listing plugins")
     return {"url": url, "running": True, "version": info["version"]["number"], "health": health.get("status"),
             "plugins": sorted({p["component"] for p in plugins}), "user": access.user}
 
@@ -182,11 +166,8 @@ def lock(
     against Maven's .sha1 where it publishes one)."""
     check_version(version)
     path = lock_file or artifacts.lock_path()
-    try:
-        pins = artifacts.lock_version(version, default_base() / "downloads", artifacts.read_lock(path), tuple(plugin))
-        artifacts.write_lock(pins, path)
-    except (artifacts.ArtifactError, OSError) as exc:
-        fail(str(exc))
+    pins = artifacts.lock_version(version, default_base() / "downloads", artifacts.read_lock(path), tuple(plugin))
+    artifacts.write_lock(pins, path)
     table = Table(title=f"OpenSearch {version} artefacts pinned in {path}")
     for column, justify in (("file", "left"), ("size", "right"), ("sha256", "left"), ("Maven .sha1", "left")):
         table.add_column(column, justify=justify, no_wrap=True)
@@ -206,18 +187,15 @@ def plugin_zip(
     import hashlib
     import shutil
 
-    from lref_plugin.build import BuildError, build_tier_filter
+    from lref_plugin.build import build_tier_filter
 
     check_version(version)
     if out_dir.exists() and not out_dir.is_dir():
         fail(f"--out {out_dir} is not a directory")
-    try:
-        built = build_tier_filter(default_base() / "downloads", version, log=out.print)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        target = out_dir / f"lref-tier-filter-{version}.zip"
-        shutil.copyfile(built, target)
-    except (BuildError, JavaError, OSError) as exc:
-        fail(str(exc))
+    built = build_tier_filter(default_base() / "downloads", version, log=out.print)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / f"lref-tier-filter-{version}.zip"
+    shutil.copyfile(built, target)
     typer.echo(f"{target.resolve()}  sha256 {hashlib.sha256(target.read_bytes()).hexdigest()}")  # unfolded: for copying
 
 
@@ -229,14 +207,14 @@ def install(
     connect_timeout_s: int = typer.Option(2, help="connector connect timeout, whole seconds (ML Commons' unit)"),
     read_timeout_s: int = typer.Option(DEFAULT_READ_TIMEOUT_S, help="connector read timeout in seconds; past it search keeps the original order"),
     fields: str = typer.Option("title", help="comma-separated document fields sent to the reranker"),
-    min_tier: str = typer.Option("Mid", help="lowest tier the lref-rerank pipeline keeps: Good | Mid | Bad"),
+    min_tier: str = typer.Option(DEFAULT_MIN_TIER, help="lowest tier the lref-rerank pipeline keeps: Good | Mid | Bad"),
     scheme: str = typer.Option("four_level", help="label scheme the reranker uses (level names for annotations)"),
     user: Optional[str] = user_option, password_file: Optional[Path] = password_file_option,
     ca_cert: Optional[Path] = ca_cert_option,
 ) -> None:
     """Create or update ML Commons settings, the connector, the model and the search pipelines
     (on a secured cluster, as a user who may create connectors: its admin)."""
-    from lref_plugin.install import InstallError, InstallSpec
+    from lref_plugin.install import InstallSpec
     from lref_plugin.install import install as run_install
 
     api_key = api_key_from(api_key_file)
@@ -246,10 +224,7 @@ def install(
         document_fields=[f.strip() for f in fields.split(",") if f.strip()], min_tier=min_tier, scheme=scheme,
         access=_access(user, password_file, ca_cert),
     )
-    try:
-        rows = run_install(spec)
-    except InstallError as exc:
-        fail(str(exc))
+    rows = run_install(spec)
     table = Table(title="lref install")
     for column in ("what", "id", "action"):
         table.add_column(column)
@@ -268,13 +243,10 @@ def load(
     ca_cert: Optional[Path] = ca_cert_option,
 ) -> None:
     """Bulk-index a product catalog (with a progress bar)."""
-    from lref_plugin.install import InstallError, connect
+    from lref_plugin.install import connect
 
-    from .catalog import CatalogError, load as load_catalog
+    from .catalog import load as load_catalog
 
     access = _access(user, password_file, ca_cert)
-    try:
-        count = load_catalog(connect(opensearch, access), catalog, index=index, recreate=recreate)
-    except (CatalogError, InstallError) as exc:
-        fail(str(exc))
+    count = load_catalog(connect(opensearch, access), catalog, index=index, recreate=recreate)
     out.print(f"indexed {count} products into {index}")

@@ -8,10 +8,12 @@ import os
 import re
 from pathlib import Path
 
+from reranker.errors import LrefError
+
 JVM_DIRS = (Path("/usr/lib/jvm"), Path("/opt/java"), Path("/Library/Java/JavaVirtualMachines"))
 
 
-class JavaError(RuntimeError):
+class JavaError(LrefError, RuntimeError):
     pass
 
 

@@ -23,6 +23,8 @@ import zipfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from reranker.errors import LrefError
+
 from . import artifacts, security
 from .access import NO_ACCESS, Access
 from .java import find_java_home
@@ -32,7 +34,7 @@ LOOPBACK = "127.0.0.1"  # the node never listens beyond loopback
 ASSEMBLED_MARK = ".lref-assembled"
 
 
-class NodeError(RuntimeError):
+class NodeError(LrefError, RuntimeError):
     pass
 
 

@@ -9,12 +9,13 @@ import subprocess
 from pathlib import Path
 
 from lref_opensearch.java import find_java_home, required_major
+from reranker.errors import LrefError
 
 SOURCE = Path(__file__).resolve().parent / "tier-filter"
 ARTIFACT = "lref-tier-filter-0.1.0.zip"
 
 
-class BuildError(RuntimeError):
+class BuildError(LrefError, RuntimeError):
     pass
 
 

@@ -17,7 +17,8 @@ from opensearchpy.exceptions import ConnectionError as OSConnectionError
 from opensearchpy.exceptions import SerializationError, SSLError, TransportError
 
 from lref_opensearch.access import NO_ACCESS, Access, tls_problem
-from reranker.core import TIERS, load_scheme
+from reranker.core import DEFAULT_MIN_TIER, TIERS, load_scheme
+from reranker.errors import LrefError
 
 CONNECTOR_NAME = "lref-reranker"
 MODEL_NAME = "lref-reranker"
@@ -25,7 +26,7 @@ REQUIRED_PLUGINS = ("opensearch-ml", "opensearch-neural-search", "lref-tier-filt
 FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
 
 
-class InstallError(RuntimeError):
+class InstallError(LrefError, RuntimeError):
     pass
 
 
@@ -50,7 +51,7 @@ class InstallSpec:
     connect_timeout_s: int = 2
     read_timeout_s: int = DEFAULT_READ_TIMEOUT_S
     document_fields: list[str] = field(default_factory=lambda: ["title"])
-    min_tier: str = "Mid"
+    min_tier: str = DEFAULT_MIN_TIER
     scheme: str = "four_level"
     access: Access = NO_ACCESS  # user, password and CA for a secured cluster (connectors need its admin)
 

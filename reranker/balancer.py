@@ -16,8 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from .errors import LrefError
 
-class BalancerError(ValueError):
+
+class BalancerError(LrefError, ValueError):
     pass
 
 

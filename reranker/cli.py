@@ -13,61 +13,32 @@ from typing import Optional
 import typer
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperGroup
 
-from .core import TIERS, SchemeError, TierPolicy, blank, load_scheme, text_problem
-from .core.prompt import PromptError
-from .models.loading import ModelLoadError
+from .api import build_config
+from .core import DEFAULT_BETA, DEFAULT_MIN_TIER, blank, text_problem
 from .console import api_key_from, check_listen, fail
-from .service.config import ServiceConfig
+from .errors import LrefError
 from lref_opensearch.cli import opensearch_app
 from lref_opensearch.store.demo import demo
 from lref_opensearch.audit.cli import audit
 
-app = typer.Typer(help="LLM relevance judging for e-commerce search on OpenSearch.", no_args_is_help=True)
+
+class LrefCommands(TyperGroup):
+    """The root of `lref` and the one error handler of every sub-command: an LrefError (bad input, a
+    missing model or file, a node that will not start) or an OSError raised anywhere below ends as
+    one line on stderr and exit code 2, never a traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except (LrefError, OSError) as exc:
+            fail(str(exc))
+
+
+app = typer.Typer(cls=LrefCommands, help="LLM relevance judging for e-commerce search on OpenSearch.", no_args_is_help=True)
 app.add_typer(opensearch_app, name="opensearch")
 app.command("audit")(audit)
-
-
-def parse_tier_map(spec: str | None, scheme_name: str) -> dict[str, str]:
-    """'4=Good,3=Good,2=Mid,1=Bad' (level tokens or names) -> {level name: tier}."""
-    if not spec:
-        return {}
-    scheme = load_scheme(scheme_name)
-    out = {}
-    for item in spec.split(","):
-        key, sep, tier = item.partition("=")
-        if not sep or tier.strip() not in TIERS:
-            raise SchemeError(f"tier map item {item!r} must look like LEVEL=TIER with TIER in {TIERS}")
-        out[scheme.level(key.strip()).name] = tier.strip()
-    return out
-
-
-def build_config(judge: Optional[str], model: Optional[str], adapter: Optional[str], dtype: str, device: str,
-                 backend: str, scheme: Optional[str], beta: Optional[float], tier_map: Optional[str],
-                 min_tier: Optional[str], order: str, **extra) -> ServiceConfig:
-    """Options left unset (None) come from the judge's card, else from the embedded defaults."""
-    from .models.judge import CARD, ZERO_SHOT, JudgeError, judge_settings, resolve_judge
-    from .models.loading import check_model_spec, pick_device
-
-    pick_device(device)  # an unknown device or a missing GPU is refused before any model is read
-
-    if judge is None and adapter and (Path(adapter).parent / CARD).is_file():
-        judge, adapter = str(Path(adapter).parent), None  # a judge's adapter means nothing without its card's prompt
-    # Naming a model or adapter without a judge means that model as it is, not the shipped judge.
-    card_dir = resolve_judge(ZERO_SHOT if judge is None and (model or adapter) else judge)
-    settings = judge_settings(card_dir, model) if card_dir else {"model": model or "default"}
-    if card_dir and adapter:
-        raise JudgeError("--adapter and --judge both name trained weights: give one of them")
-    scheme = scheme or settings.pop("scheme", "four_level")
-    card_policy = settings.pop("policy", {})
-    policy = TierPolicy(beta=card_policy.get("beta", 0.5) if beta is None else beta,
-                        tier_map=parse_tier_map(tier_map, scheme) if tier_map else card_policy.get("tier_map", {}),
-                        min_tier=min_tier or card_policy.get("min_tier", "Mid"), order_within_tier=order,
-                        label_weights=tuple(card_policy.get("label_weights", ())))
-    policy.validate(load_scheme(scheme))
-    settings.setdefault("adapter", adapter)
-    check_model_spec(settings["model"])  # a missing model or a file that is no GGUF, before anything starts
-    return ServiceConfig(dtype=dtype, device=device, backend=backend, scheme=scheme, policy=policy, **settings, **extra)
 
 
 # The judge options every model-loading command shares: (name, type, default, help).
@@ -83,9 +54,10 @@ _JUDGE_OPTIONS = [
     ("device", str, "auto", "auto | cpu | cuda"),
     ("backend", str, "transformers", "transformers | vllm (GPU, optional extra)"),
     ("scheme", Optional[str], None, "four_level | binary | esci | path to a scheme JSON (default: the judge's, else four_level)"),
-    ("beta", Optional[float], None, "CumPT threshold: level = max{c : sum_{j>=c} P_j >= beta} (default: the judge's, else 0.5)"),
+    ("beta", Optional[float], None, "CumPT threshold: level = max{c : sum_{j>=c} P_j >= beta} "
+                                  f"(default: the judge's, else {DEFAULT_BETA})"),
     ("tier_map", Optional[str], None, "LEVEL=TIER,... e.g. 4=Good,3=Good,2=Mid,1=Bad (default: the judge's, else the scheme's)"),
-    ("min_tier", Optional[str], None, "lowest tier that is kept: Good | Mid | Bad (default: the judge's, else Mid)"),
+    ("min_tier", Optional[str], None, f"lowest tier that is kept: Good | Mid | Bad (default: the judge's, else {DEFAULT_MIN_TIER})"),
     ("order", str, "expected", "order within a tier: expected (relevance) | retrieval (original order)"),
 ]
 
@@ -123,22 +95,19 @@ def balance(
     replica dropped retried on another. Runs in the foreground; Ctrl-C stops it."""
     import os
 
-    from .balancer import Balancer, BalancerError, check_config, find_haproxy, haproxy_config, replica_address
+    from .balancer import Balancer, check_config, find_haproxy, haproxy_config, replica_address
     from .models.loading import cache_dir
 
     if not 50 <= check_interval_ms <= 60_000:
         fail(f"--check-interval-ms must be between 50 and 60000, got {check_interval_ms}")
-    try:
-        balancer = Balancer(tuple(replica_address(r) for r in replica), host, port, check_interval_ms)
-        text = haproxy_config(balancer)
-        if write_config is None:
-            check_listen("--host", host, "--port", port)
-        path = write_config or cache_dir() / "balancer" / f"haproxy-{port}.cfg"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-        check_config(path)
-    except (BalancerError, OSError) as exc:
-        fail(str(exc))
+    balancer = Balancer(tuple(replica_address(r) for r in replica), host, port, check_interval_ms)
+    text = haproxy_config(balancer)
+    if write_config is None:
+        check_listen("--host", host, "--port", port)
+    path = write_config or cache_dir() / "balancer" / f"haproxy-{port}.cfg"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    check_config(path)
     if write_config is not None:
         typer.echo(f"wrote {path}")
         return
@@ -178,13 +147,10 @@ def serve(
         fail(f"--request-timeout-s must be a positive number of seconds, got {request_timeout_s}")
     check_listen("--host", host, "--port", port)  # before the model loads, not after
     api_key = api_key_from(api_key_file)
-    try:
-        config = build_config(
-            **judge, host=host, port=port, api_key=api_key, max_batch_pairs=max_batch_pairs,
-            max_wait_ms=max_wait_ms, company_wait_ms=company_wait_ms, max_documents=max_documents,
-        )
-    except (OSError, SchemeError, ModelLoadError) as exc:
-        fail(str(exc))
+    config = build_config(
+        **judge, host=host, port=port, api_key=api_key, max_batch_pairs=max_batch_pairs,
+        max_wait_ms=max_wait_ms, company_wait_ms=company_wait_ms, max_documents=max_documents,
+    )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     server: uvicorn.Server | None = None
 
@@ -207,27 +173,19 @@ def score(
     titles: list[str] = typer.Argument(..., help="product titles to judge"),
 ) -> None:
     """Judge a few titles for one query and print levels and tiers."""
-    from .backends import ScoreJob, build_backend
-    from .core import judge_all
+    from .api import Judge
 
     if blank(query):
         fail("query must not be empty (or only spaces and invisible characters)")
     for what, text in [("query", query), *((f"title {i}", t) for i, t in enumerate(titles))]:
         if problem := text_problem(text):
             fail(f"{what}: {problem}")
-    try:
-        config = build_config(**judge)
-        judge_backend = build_backend(config)
-    except (SchemeError, ModelLoadError, PromptError) as exc:
-        fail(str(exc))
-    # the service's rule for long text: cut, never refused
-    cut = [title[: config.max_doc_chars] for title in titles]
-    probs = judge_backend.label_probs([ScoreJob(query[: config.max_query_chars], cut)])[0]
-    judgments = judge_all(judge_backend.prompt.scheme, config.policy, probs.tolist())
+    loaded = Judge.load(**judge)
+    judgments = loaded.judge(query, titles)  # the service's rule for long text: cut, never refused
     table = Table(title=f"query: {query}")
     table.add_column("#", justify="right")
     table.add_column("title")
-    for lv in judge_backend.prompt.scheme.levels:
+    for lv in loaded.backend.prompt.scheme.levels:
         table.add_column(f"P({lv.token})", justify="right")
     table.add_column("level")
     table.add_column("tier")
@@ -246,14 +204,11 @@ def train(
     force: bool = typer.Option(False, help="re-run stages that are already done"),
 ) -> None:
     """Run the staged fine-tuning pipeline (resumes where it stopped)."""
-    from training.config import ConfigError, load_config
-    from training.runner import Run, StageError
+    from training.config import load_config
+    from training.runner import Run
 
-    try:
-        run = Run(load_config(config))
-        rows = run.run(only=stage, force=force)
-    except (ConfigError, StageError, SchemeError) as exc:
-        fail(str(exc))
+    run = Run(load_config(config))
+    rows = run.run(only=stage, force=force)
     table = Table(title=f"lref train: {run.out}")
     table.add_column("stage")
     table.add_column("result")

@@ -173,18 +173,13 @@ def test_the_shipped_judge_is_the_default_and_grades_an_obvious_case():
     """`lref serve/score/demo` with no judge option load the judge in models/ through the real
     loading code (base from PyPI, card, adapter), and it grades the item searched for well above a
     product from another department."""
-    import numpy as np
-
-    from reranker.backends import ScoreJob, build_backend
-    from reranker.cli import build_config
-    from reranker.models.judge import shipped_judge
-
-    config = build_config(judge=None, model=None, adapter=None, dtype="auto", device="cpu", backend="transformers",
-                          scheme=None, beta=None, tier_map=None, min_tier=None, order="expected")
     from pathlib import Path
 
-    assert shipped_judge() is not None and Path(config.judge_dir) == shipped_judge()
-    backend = build_backend(config)
+    from reranker import Judge
+    from reranker.models.judge import shipped_judge
+
+    judge = Judge.load(device="cpu")  # what `lref serve` loads with no judge option, through the Python API
+    assert shipped_judge() is not None and Path(judge.config.judge_dir) == shipped_judge()
     cases = {
         "cordless drill": ["DEWALT 20-Volt MAX Lithium-Ion Cordless 1/2 in. Drill/Driver Kit",
                            "Suncast 225 ft. Hose Reel with Hose Guide"],
@@ -193,8 +188,35 @@ def test_the_shipped_judge_is_the_default_and_grades_an_obvious_case():
         "ceiling fan": ["Hampton Bay Glendale 52 in. Indoor Ceiling Fan with Light Kit",
                         "Vigoro 3 cu. ft. Brown Mulch"],
     }
-    grades = np.array([lv.grade for lv in backend.prompt.scheme.levels])
-    probs = backend.label_probs([ScoreJob(query, titles) for query, titles in cases.items()])
-    for (query, titles), p in zip(cases.items(), probs):
-        expected = p.double().numpy() @ grades
+    for query, titles in cases.items():
+        expected = [j.expected for j in judge.judge(query, titles)]
         assert expected[0] > expected[1] + 0.3, (query, expected)
+
+
+def test_the_python_api_judges_as_the_service_does(run):
+    """Judge.load(dir).judge / .rank give what a real `lref serve --judge dir` answers on /v1/classify
+    for the same documents: the same probabilities, levels, tiers and drops, and rank serves the kept
+    ones in score order."""
+    from reranker import Judge
+    from reranker.api import JudgeInputError
+
+    query = "cordless drill"
+    documents = ["DEWALT 20V MAX cordless drill kit", "drill bit set", "garden hose", {"title": "drill charger"}]
+    judge = Judge.load(str(run / "judge"), dtype="float32", device="cpu", beta=0.7)
+    judged = judge.judge(query, documents)
+    server = Server(["--judge", str(run / "judge"), "--dtype", "float32", "--device", "cpu", "--beta", "0.7"])
+    try:
+        server.wait_ready()
+        answer = httpx.post(server.url + "/v1/classify", json={"query": query, "documents": documents}, timeout=60).json()
+    finally:
+        server.stop()
+    served = sorted(answer["results"], key=lambda r: r["index"])
+    assert [j.level.name for j in judged] == [r["label"] for r in served]
+    assert [j.tier for j in judged] == [r["tier"] for r in served]
+    for mine, theirs in zip(judged, served):
+        assert mine.probs == pytest.approx(theirs["probabilities"], abs=1e-5)
+    ranked = judge.rank(query, documents)
+    assert [i for i, _ in ranked] == sorted((i for i, j in enumerate(judged) if j.keep), key=lambda i: -judged[i].score)
+    assert all(j.keep for _, j in ranked) and len(ranked) < len(documents)  # β 0.7 drops some of these
+    with pytest.raises(JudgeInputError, match="query must not be empty"):
+        judge.judge("  \u200b", documents)

@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from reranker.core import PromptSpec
+from reranker.errors import LrefError
 
 # Stages in the order `lref train` runs them.
 STAGES = ("data", "select", "cot", "sft", "dpo_debias", "dpo_passn", "grpo", "eval", "export")
@@ -18,7 +19,7 @@ LABEL_LOSSES = ("token", "labels", "rating")
 TRAINED = ("sft", "dpo_debias", "dpo_passn", "grpo")  # stages that write a model, in order
 
 
-class ConfigError(ValueError):
+class ConfigError(LrefError, ValueError):
     """A config problem, reported before any training starts."""
 
 

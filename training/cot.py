@@ -18,6 +18,7 @@ import httpx
 from tqdm import tqdm
 
 from reranker.core import LabelScheme, Level, product_text
+from reranker.errors import LrefError
 
 from .config import CotConfig, TeacherConfig
 
@@ -34,7 +35,7 @@ ACCESSORY = {"accessory", "accessories", "adapter", "attachment", "bag", "blade"
 KIT = {"kit", "combo", "set", "system", "bundle"}
 
 
-class CotError(RuntimeError):
+class CotError(LrefError, RuntimeError):
     pass
 
 

@@ -21,7 +21,7 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precisio
 from tqdm import tqdm
 
 from reranker.backends import ScoreJob
-from reranker.core import LabelScheme, TierPolicy, cumpt_index, reweight
+from reranker.core import DEFAULT_BETA, LabelScheme, TierPolicy, cumpt_index, reweight
 
 from .config import EvalConfig
 
@@ -53,13 +53,13 @@ def expected_calibration_error(probs: np.ndarray, gold: np.ndarray, bins: int = 
 
 
 def pick_beta(sweep: list[dict], cfg: EvalConfig) -> dict:
-    """The sweep row to serve with (see the module doc); ties go to the β nearest 0.5."""
+    """The sweep row to serve with (see the module doc); ties go to the β nearest the default."""
     if cfg.pick_beta_by == "relevant_loss":
         allowed = [s for s in sweep if s["relevant_loss"] <= cfg.max_relevant_loss]
         if allowed:
-            return max(allowed, key=lambda s: (s["bad_recall"], s["bad_precision"], -abs(s["beta"] - 0.5)))
+            return max(allowed, key=lambda s: (s["bad_recall"], s["bad_precision"], -abs(s["beta"] - DEFAULT_BETA)))
         return min(sweep, key=lambda s: (s["relevant_loss"], -s["bad_recall"]))
-    return max(sweep, key=lambda s: (s["bad_f1"], -abs(s["beta"] - 0.5)))
+    return max(sweep, key=lambda s: (s["bad_f1"], -abs(s["beta"] - DEFAULT_BETA)))
 
 
 def prior_weights(prior: np.ndarray, exponent: float) -> list[float]:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from reranker.core import DEFAULT_BETA, DEFAULT_MIN_TIER
 from reranker.models.judge import CARD, card_for, write_card
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
@@ -106,7 +107,7 @@ def judge_dir(run) -> dict:
     report = _metrics(run, "eval")
     keep = ("rows", "accuracy", "macro_f1", "spearman", "spearman_against", "per_class", "ece",
             "optimistic_share_of_errors", "chosen_beta", "bad_at_chosen_beta", "prior_sweep")
-    policy = {"beta": report.get("chosen_beta", 0.5), "tier_map": run.scheme.tier_map(), "min_tier": "Mid",
+    policy = {"beta": report.get("chosen_beta", DEFAULT_BETA), "tier_map": run.scheme.tier_map(), "min_tier": DEFAULT_MIN_TIER,
               "label_weights": report.get("label_weights", [])}
     card = card_for(cfg.export.name or target.name, cfg.model, run.base_model, "adapter" if adapter else "model",
                     run.prompt, cfg.prompt, policy, training=_training(run),

@@ -15,6 +15,7 @@ import torch
 from typing import Callable
 
 from reranker.core import PromptFormat, load_scheme
+from reranker.errors import LrefError
 
 from . import cot as cot_stage
 from . import data as data_stage
@@ -25,7 +26,7 @@ MARK = ".done"
 DEADLINE_ENV = "LREF_SFT_DEADLINE"
 
 
-class StageError(RuntimeError):
+class StageError(LrefError, RuntimeError):
     pass
 
 

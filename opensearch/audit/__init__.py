@@ -5,6 +5,8 @@ CSV), runs every query without a pipeline and through each named pipeline, score
 ir-measures, audits what the lref tier filter dropped, and writes a JSON and an HTML report.
 """
 
+from reranker.errors import LrefError
 
-class AuditError(ValueError):
+
+class AuditError(LrefError, ValueError):
     """Bad input or an unusable engine: reported as one line, exit code 2."""

@@ -15,7 +15,7 @@ from rich.table import Table
 
 from reranker.console import api_key_from, fail
 
-from ..access import AccessError, access_from, ca_cert_option, password_file_option, user_option
+from ..access import access_from, ca_cert_option, password_file_option, user_option
 from . import AuditError
 from .levels import DEFAULT_GRADES, LEVEL_NAMES
 
@@ -96,34 +96,31 @@ def audit(
     ca_cert: Optional[Path] = ca_cert_option,
 ) -> None:
     """Measure search pipelines against judgments on the real index (metrics, filter audit, report)."""
-    from lref_plugin.install import InstallError, connect
+    from lref_plugin.install import connect
 
     from . import gate, html_report, llm_judge, metrics, plots, report, search
     from .judgments import query_set, read_judgments, read_queries
     from .levels import parse_grade_map
 
     started = time.monotonic()
-    try:
-        _check_numbers(size, k, rel_level, pipeline, timeout, worst, out_dir, limit)
-        runs = [search.BASELINE, *pipeline]
-        gates = (gate.parse(fail_under or [], True, runs, runs[1], k)
-                 + gate.parse(fail_over or [], False, runs, runs[1], k))
-        found = read_judgments(judgments, fmt, parse_grade_map(grades))
-        chosen = query_set(found, read_queries(queries) if queries else None, limit)
-        body = search.load_template(template, field)
-        api_key = api_key_from(api_key_file)
-        client = connect(opensearch, access_from(user, password_file, ca_cert))
-        search.check_target(client, index, pipeline)
-        results, titles = search.run_all(client, index, chosen, pipeline, body, size, field, timeout)
-        llm_rows = llm_qrels = None
-        if judge:
-            todo = llm_judge.unjudged(results, found.qrels)
-            missing = sorted({i for ids in todo.values() for i in ids} - set(titles))
-            titles.update(search.fetch_titles(client, index, missing, field))
-            llm_rows = llm_judge.judge(reranker_url, chosen, todo, titles, api_key)
-            llm_qrels = llm_judge.as_qrels(llm_rows)
-    except (AuditError, InstallError, AccessError, OSError) as exc:
-        fail(str(exc))
+    _check_numbers(size, k, rel_level, pipeline, timeout, worst, out_dir, limit)
+    runs = [search.BASELINE, *pipeline]
+    gates = (gate.parse(fail_under or [], True, runs, runs[1], k)
+             + gate.parse(fail_over or [], False, runs, runs[1], k))
+    found = read_judgments(judgments, fmt, parse_grade_map(grades))
+    chosen = query_set(found, read_queries(queries) if queries else None, limit)
+    body = search.load_template(template, field)
+    api_key = api_key_from(api_key_file)
+    client = connect(opensearch, access_from(user, password_file, ca_cert))
+    search.check_target(client, index, pipeline)
+    results, titles = search.run_all(client, index, chosen, pipeline, body, size, field, timeout)
+    llm_rows = llm_qrels = None
+    if judge:
+        todo = llm_judge.unjudged(results, found.qrels)
+        missing = sorted({i for ids in todo.values() for i in ids} - set(titles))
+        titles.update(search.fetch_titles(client, index, missing, field))
+        llm_rows = llm_judge.judge(reranker_url, chosen, todo, titles, api_key)
+        llm_qrels = llm_judge.as_qrels(llm_rows)
     import ir_measures
 
     meta = {

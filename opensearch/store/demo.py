@@ -21,8 +21,9 @@ from rich.console import Console
 
 from lref_plugin.install import DEFAULT_READ_TIMEOUT_S
 from reranker.console import bind_problem, fail
+from reranker.errors import LrefError
 
-from ..access import NO_ACCESS, AccessError, access_from, ca_cert_option, password_file_option, user_option
+from ..access import NO_ACCESS, access_from, ca_cert_option, password_file_option, user_option
 from .app import StoreConfig, create_store_app, model_name
 
 out = Console(soft_wrap=True)  # log lines stay whole lines, whatever the terminal's width
@@ -32,7 +33,7 @@ HOME_DEPOT = Path("..") / "shared" / "data" / "homedepot" / "products.jsonl"  # 
 REPO = Path(__file__).resolve().parents[2]
 
 
-class DemoError(RuntimeError):
+class DemoError(LrefError, RuntimeError):
     pass
 
 
@@ -197,18 +198,13 @@ def demo(
 ) -> None:
     """Start (or reuse) OpenSearch, start the reranker, load a catalog, install the pipeline and serve
     the demo store (BM25 and LLM-tiered results side by side) on localhost. Ctrl-C stops what it started."""
-    from lref_plugin.build import BuildError
-    from lref_plugin.install import InstallError, InstallSpec, connect, install
+    from lref_plugin.install import InstallSpec, connect, install
     from opensearchpy.exceptions import OpenSearchException
 
-    from reranker.cli import build_config  # imported here: reranker.cli registers this command
-    from reranker.core import SchemeError
-    from reranker.models.loading import ModelLoadError
+    from reranker.api import build_config
 
-    from .. import artifacts
-    from ..catalog import CatalogError, check_index_name, read_catalog
-    from ..java import JavaError
-    from ..node import NodeError, NodeSettings, default_heap, heap_problem
+    from ..catalog import check_index_name, read_catalog
+    from ..node import NodeSettings, default_heap, heap_problem
 
     # Everything that can be checked is checked before anything starts.
     for option, value in (("--port", port), ("--opensearch-port", opensearch_port),
@@ -221,19 +217,10 @@ def demo(
         fail(f"--timeout must be a positive number of seconds, got {timeout}")
     if heap is not None and (problem := heap_problem(heap)):
         fail(f"--heap: {problem}")
-    try:
-        check_index_name(index)
-    except CatalogError as exc:
-        fail(str(exc))
-    try:
-        config = build_config(**judge)
-    except (SchemeError, ModelLoadError) as exc:
-        fail(str(exc))
+    check_index_name(index)
+    config = build_config(**judge)
     path, catalog_name = choose_catalog(catalog)
-    try:
-        products = len(read_catalog(path))
-    except CatalogError as exc:
-        fail(str(exc))
+    products = len(read_catalog(path))
     if problem := bind_problem(host, port):
         fail(f"the store cannot listen on {host}:{port}: {problem} (choose another --host / --port)")
     if reranker_url is None and (problem := bind_problem("127.0.0.1", reranker_port)):
@@ -241,10 +228,7 @@ def demo(
              "a running reranker with --reranker-url)")
     settings = NodeSettings(http_port=opensearch_port, transport_port=transport_port, heap=heap or default_heap(),
                             state=opensearch_state)
-    try:
-        access = access_from(user, password_file, ca_cert)
-    except AccessError as exc:
-        fail(str(exc))
+    access = access_from(user, password_file, ca_cert)
     if opensearch_url is None and access != NO_ACCESS:
         fail("--user, --password-file and --ca-cert go with --opensearch-url (a local node started with "
              "--secure is reached as its admin without them)")
@@ -253,10 +237,7 @@ def demo(
                        reranker_url=reranker_url or f"http://127.0.0.1:{reranker_port}",
                        read_timeout_s=read_timeout_s, min_tier=config.policy.min_tier, scheme=config.scheme,
                        access=access)
-    try:
-        spec.validate()
-    except InstallError as exc:
-        fail(str(exc))
+    spec.validate()
 
     serving = False
     previous_term = signal.signal(signal.SIGTERM, _raise_interrupt)  # SIGTERM cleans up like Ctrl-C
@@ -282,8 +263,7 @@ def demo(
                 ))
                 serving = True
                 _StoreServer(store, host, port).run()
-            except (DemoError, NodeError, JavaError, artifacts.ArtifactError, BuildError, CatalogError, InstallError,
-                    OpenSearchException) as exc:
+            except (LrefError, OpenSearchException) as exc:
                 started.close()  # stop what was started first, then the one-line error
                 fail(str(exc))
     except KeyboardInterrupt:

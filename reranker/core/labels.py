@@ -7,13 +7,14 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+from ..errors import LrefError
 from .records import json_value
 
 # Tiers, best first. Every scheme maps its levels onto these.
 TIERS: tuple[str, ...] = ("Good", "Mid", "Bad")
 
 
-class SchemeError(ValueError):
+class SchemeError(LrefError, ValueError):
     """A label scheme that cannot be used (bad file, unknown name, label tokens that clash)."""
 
 

@@ -11,17 +11,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
+from ..errors import LrefError
 from .labels import LabelScheme, Level, SchemeError
 
 # Fields a product may carry besides its title, in the order the prompt lists them.
 DEFAULT_PRODUCT_FIELDS: tuple[str, ...] = ("brand", "category", "color", "size", "material", "attributes", "description")
 TITLE_FIELDS: tuple[str, ...] = ("title", "text")
+# Token limits of a prompt without a judge card (a card stores its training run's own).
+DEFAULT_MAX_QUERY_TOKENS = 64
+DEFAULT_MAX_DOC_TOKENS = 256
 
 _QUERY_SLOT = "\u2063QUERY\u2063"
 _PRODUCT_SLOT = "\u2063PRODUCT\u2063"
 
 
-class PromptError(ValueError):
+class PromptError(LrefError, ValueError):
     """The tokenizer or chat template cannot carry the prompt, or a product is malformed."""
 
 
@@ -54,8 +58,8 @@ class PromptSpec:
 
     instruction: str = "default"  # 'default', 'compact', or the instruction's own text
     product_fields: tuple[str, ...] = DEFAULT_PRODUCT_FIELDS
-    max_query_tokens: int = 64
-    max_doc_tokens: int = 256
+    max_query_tokens: int = DEFAULT_MAX_QUERY_TOKENS
+    max_doc_tokens: int = DEFAULT_MAX_DOC_TOKENS
 
     def instruction_text(self, scheme: LabelScheme) -> str:
         make = INSTRUCTIONS.get(self.instruction)
@@ -103,8 +107,8 @@ class PromptFormat:
         scheme: LabelScheme,
         instruction: str | None = None,
         product_fields: Sequence[str] = DEFAULT_PRODUCT_FIELDS,
-        max_query_tokens: int = 64,
-        max_doc_tokens: int = 256,
+        max_query_tokens: int = DEFAULT_MAX_QUERY_TOKENS,
+        max_doc_tokens: int = DEFAULT_MAX_DOC_TOKENS,
     ) -> None:
         self.tokenizer = tokenizer
         self.scheme = scheme

@@ -8,8 +8,10 @@ import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
 
+from ..errors import LrefError
 
-class RecordError(ValueError):
+
+class RecordError(LrefError, ValueError):
     """A file of records that cannot be read; the message names the file and line."""
 
 

@@ -23,12 +23,16 @@ OrderWithinTier = Literal["expected", "retrieval"]
 SCORE_SCALE = 100_000  # 1e-5 steps: order key (4 digits) then level number (1 digit)
 _MAX_ORDER_KEY = 9_998  # keeps the fraction strictly below 1 after a float32 round trip
 
+# The policy a judge without a card is served with; every other default (CLI, card, installer) reads these.
+DEFAULT_BETA = 0.5
+DEFAULT_MIN_TIER = "Mid"
+
 
 @dataclass(frozen=True)
 class TierPolicy:
-    beta: float = 0.5
+    beta: float = DEFAULT_BETA
     tier_map: dict[str, str] = field(default_factory=dict)  # level name -> tier; empty = scheme default
-    min_tier: str = "Mid"
+    min_tier: str = DEFAULT_MIN_TIER
     order_within_tier: OrderWithinTier = "expected"
     # Per-level weights (best first) on the label probabilities before any decision; empty = none.
     # A judge trained on class-balanced rows leans toward the rare labels; eval chooses how far to

@@ -1,4 +1,8 @@
-"""Load a judge model: a local HF dir, an HF hub id, a GGUF file or the embedded default; plus an optional LoRA adapter."""
+"""Load a judge model: a local HF dir, an HF hub id, a GGUF file or the embedded default; plus an optional LoRA adapter.
+
+torch is imported inside the functions that use it: the `lref` commands that load no model (the
+node, the installer, the audit, --help) import this module and would otherwise wait seconds for it.
+"""
 
 from __future__ import annotations
 
@@ -12,15 +16,19 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+from ..errors import LrefError
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "default"
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(LrefError, RuntimeError):
     """The model could not be found or loaded; the message says what to fix."""
 
 
@@ -37,6 +45,7 @@ def cache_dir() -> Path:
 
 
 def pick_device(device: str) -> str:
+    import torch
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cpu":
@@ -78,6 +87,7 @@ def cpu_bf16_speedup() -> float | None:
     once per machine and kept in the cache (LREF_CACHE/cpu-bf16-speedup.json, for this CPU, its flags
     and this torch): replicas started side by side, whose probes would compete for the same cores,
     and restarts all take the same dtype, so they give the same scores."""
+    import torch
     if not _cpu_flags() & BF16_FLAGS:
         return None
     import fcntl
@@ -105,6 +115,7 @@ def cpu_bf16_speedup() -> float | None:
 def _measure_bf16_speedup(n: int = 768, reps: int = 8) -> float:
     """fp32 time / bf16 time, the best of `reps` each, taken in turns so that a burst of other load
     hits both alike (on a busy 2-core box one-sided bursts moved a best-of-4 ratio of 0.6 to 1.24)."""
+    import torch
     pairs = {dtype: (torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)) for dtype in (torch.float32, torch.bfloat16)}
     best = {dtype: float("inf") for dtype in pairs}
     for a, b in pairs.values():
@@ -127,6 +138,7 @@ def _cpu_has_fast_bf16() -> bool:
 def cpu_facts() -> dict:
     """What benchmarks and judge cards print about the CPU: its name, cores, bf16 flags and the measured
     bf16/fp32 matmul speed ratio that decides `--dtype auto`."""
+    import torch
     speedup = cpu_bf16_speedup()
     return {"cpu": _cpu_name(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "bf16_flags": sorted(_cpu_flags() & (BF16_FLAGS | {"amx_tile"})) or ["none"],
@@ -143,6 +155,7 @@ def cpu_summary() -> str:
 def pick_dtype(dtype: str, device: str) -> torch.dtype:
     """bf16 where the hardware runs it fast; on a CPU fp32 unless bf16 flags are listed and a bf16 matmul
     measures at least BF16_MIN_SPEEDUP times faster (see docs/benchmarks.md)."""
+    import torch
     if dtype != "auto":
         try:
             return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
@@ -155,6 +168,7 @@ def pick_dtype(dtype: str, device: str) -> torch.dtype:
 
 def convert_gguf(gguf_path: Path, out_dir: Path) -> Path:
     """Dequantize a GGUF checkpoint once into a normal HF model dir (transformers reads GGUF natively)."""
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if (out_dir / "config.json").is_file():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..core import DEFAULT_PRODUCT_FIELDS, PromptSpec, TierPolicy
+from ..core import DEFAULT_MAX_DOC_TOKENS, DEFAULT_MAX_QUERY_TOKENS, DEFAULT_PRODUCT_FIELDS, PromptSpec, TierPolicy
 from ..models.loading import DEFAULT_MODEL, ModelSpec
 
 
@@ -21,8 +21,8 @@ class ServiceConfig:
     scheme: str = "four_level"
     instruction: str = "default"  # 'default', 'compact' or the text; a judge card sets it
     product_fields: tuple[str, ...] = DEFAULT_PRODUCT_FIELDS
-    max_query_tokens: int = 64
-    max_doc_tokens: int = 256
+    max_query_tokens: int = DEFAULT_MAX_QUERY_TOKENS
+    max_doc_tokens: int = DEFAULT_MAX_DOC_TOKENS
     policy: TierPolicy = field(default_factory=TierPolicy)
     # batching
     max_batch_pairs: int = 256  # pairs gathered from concurrent requests into one scoring call
