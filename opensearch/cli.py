@@ -207,8 +207,11 @@ def install(
     connect_timeout_s: int = typer.Option(2, help="connector connect timeout, whole seconds (ML Commons' unit)"),
     read_timeout_s: int = typer.Option(DEFAULT_READ_TIMEOUT_S, help="connector read timeout in seconds; past it search keeps the original order"),
     fields: str = typer.Option("title", help="comma-separated document fields sent to the reranker"),
-    min_tier: str = typer.Option(DEFAULT_MIN_TIER, help="lowest tier the lref-rerank pipeline keeps: Good | Mid | Bad"),
-    scheme: str = typer.Option("four_level", help="label scheme the reranker uses (level names for annotations)"),
+    min_tier: Optional[str] = typer.Option(None, help="lowest tier the lref-rerank pipeline keeps: Good | Mid | Bad "
+                                           f"(default: the running reranker's, from its /health; {DEFAULT_MIN_TIER} "
+                                           "when it cannot be reached; a different one is refused)"),
+    scheme: Optional[str] = typer.Option(None, help="label scheme (level names for annotations; default: the running "
+                                         "reranker's, else four_level; a different one is refused)"),
     user: Optional[str] = user_option, password_file: Optional[Path] = password_file_option,
     ca_cert: Optional[Path] = ca_cert_option,
 ) -> None:
@@ -224,7 +227,7 @@ def install(
         document_fields=[f.strip() for f in fields.split(",") if f.strip()], min_tier=min_tier, scheme=scheme,
         access=_access(user, password_file, ca_cert),
     )
-    rows = run_install(spec)
+    rows = run_install(spec, log=out.print)
     table = Table(title="lref install")
     for column in ("what", "id", "action"):
         table.add_column(column)

@@ -10,6 +10,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from importlib import resources
+from typing import Callable
 from urllib.parse import urlsplit
 
 from opensearchpy import OpenSearch
@@ -17,7 +18,8 @@ from opensearchpy.exceptions import ConnectionError as OSConnectionError
 from opensearchpy.exceptions import SerializationError, SSLError, TransportError
 
 from lref_opensearch.access import NO_ACCESS, Access, tls_problem
-from reranker.core import DEFAULT_MIN_TIER, TIERS, load_scheme
+from lref_plugin.policy import agreed, served_policy
+from reranker.core import TIERS, load_scheme
 from reranker.errors import LrefError
 
 CONNECTOR_NAME = "lref-reranker"
@@ -51,8 +53,10 @@ class InstallSpec:
     connect_timeout_s: int = 2
     read_timeout_s: int = DEFAULT_READ_TIMEOUT_S
     document_fields: list[str] = field(default_factory=lambda: ["title"])
-    min_tier: str = DEFAULT_MIN_TIER
-    scheme: str = "four_level"
+    # None: the running reranker's (its /health), else DEFAULT_MIN_TIER / four_level (plugin/policy.py)
+    min_tier: str | None = None
+    scheme: str | None = None
+    levels: tuple[str, ...] = ()  # the scheme's level names, best first, as the reranker reported them
     access: Access = NO_ACCESS  # user, password and CA for a secured cluster (connectors need its admin)
 
     def validate(self) -> None:
@@ -65,10 +69,11 @@ class InstallSpec:
                 raise InstallError(f"{name} must be between 1 and 600 seconds, got {getattr(self, name)}")
         if not self.document_fields or not all(FIELD_NAME.match(f) for f in self.document_fields):
             raise InstallError(f"document fields must be field names, got {self.document_fields!r}")
-        if self.min_tier not in TIERS:
+        if self.min_tier is not None and self.min_tier not in TIERS:
             raise InstallError(f"min tier must be one of {', '.join(TIERS)}, got {self.min_tier!r}")
         try:
-            load_scheme(self.scheme)
+            if self.scheme is not None:
+                load_scheme(self.scheme)
         except Exception as exc:  # SchemeError or a bad file: one line either way
             raise InstallError(str(exc)) from exc
 
@@ -265,7 +270,7 @@ def _task_model(client: OpenSearch, task_id: str) -> str:
 
 
 def pipeline_bodies(spec: InstallSpec, model_id: str) -> dict[str, dict]:
-    names_worst_first = [lv.name for lv in reversed(load_scheme(spec.scheme).levels)]
+    names_worst_first = list(reversed(spec.levels or [lv.name for lv in load_scheme(spec.scheme or "four_level").levels]))
     bodies = definition("pipelines.json")
     for name, body in bodies.items():
         for processor in body["response_processors"]:
@@ -296,9 +301,11 @@ def ensure_pipelines(client: OpenSearch, spec: InstallSpec, model_id: str) -> di
     return actions
 
 
-def install(spec: InstallSpec) -> list[tuple[str, str, str]]:
+def install(spec: InstallSpec, log: Callable[[str], None] = print) -> list[tuple[str, str, str]]:
     """Returns (what, id, action) rows; raises InstallError with a one-line reason."""
     spec.validate()
+    spec, policy_source = agreed(spec, served_policy(spec.reranker_url, spec.api_key), InstallError)
+    log(f"tier policy of the reranker at {spec.reranker_url}: {policy_source}")
     client = connect(spec.opensearch_url, spec.access)
     check_plugins(client)
     rows = [("ML Commons settings", "persistent", ensure_settings(client, spec))]

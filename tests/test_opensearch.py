@@ -324,3 +324,32 @@ def test_api_key_travels_as_the_connector_credential(stack, keyed_server, tmp_pa
         assert not [text for text in logs if "s3cret-key" in text or "wrong-key" in text]
     finally:
         key.unlink()
+
+
+def test_install_takes_the_tier_policy_of_the_running_reranker(opensearch_node, engine_reranker, tiny_model_dir):
+    """The pipeline's filter keeps what the reranker keeps: the installer reads the min tier and level
+    names from the reranker's /health, and refuses a --min-tier that disagrees with it."""
+    strict = Server([*engine_args(tiny_model_dir), "--min-tier", "Good"])
+    try:
+        strict.wait_ready()
+        policy = httpx.get(strict.url + "/health").json()["policy"]
+        assert policy["min_tier"] == "Good" and policy["levels"] == ["Excellent", "Related", "Mismatch", "Irrelevant"]
+        done = install(opensearch_node, strict.url)
+        assert done.returncode == 0, done.stderr
+        assert "min tier Good" in done.stdout and "read from its /health" in done.stdout
+        pipeline = httpx.get(f"{opensearch_node.url}/_search/pipeline/lref-rerank").json()["lref-rerank"]
+        tier_filter = next(p["lref_tier"] for p in pipeline["response_processors"] if "lref_tier" in p)
+        assert tier_filter["min_tier"] == "Good"
+        assert tier_filter["level_names"] == ["Irrelevant", "Mismatch", "Related", "Excellent"]
+        refused = install(opensearch_node, strict.url, "--min-tier", "Mid")
+        assert refused.returncode == 2 and "disagrees with the reranker" in refused.stderr, refused.stderr
+        assert len(refused.stderr.strip().splitlines()) == 1
+    finally:
+        strict.stop()
+    # Not up: the given option or the default, said so; then back to the module's reranker for later tests.
+    gone = install(opensearch_node, strict.url, "--min-tier", "Bad")
+    assert gone.returncode == 0 and "not reachable" in gone.stdout, gone.stdout + gone.stderr
+    pipeline = httpx.get(f"{opensearch_node.url}/_search/pipeline/lref-rerank").json()["lref-rerank"]
+    assert next(p["lref_tier"] for p in pipeline["response_processors"] if "lref_tier" in p)["min_tier"] == "Bad"
+    back = install(opensearch_node, engine_reranker.url)
+    assert back.returncode == 0 and "min tier Mid" in back.stdout, back.stdout + back.stderr

@@ -235,8 +235,7 @@ def demo(
     access = access if opensearch_url else settings.access
     spec = InstallSpec(opensearch_url=opensearch_url or settings.url,
                        reranker_url=reranker_url or f"http://127.0.0.1:{reranker_port}",
-                       read_timeout_s=read_timeout_s, min_tier=config.policy.min_tier, scheme=config.scheme,
-                       access=access)
+                       read_timeout_s=read_timeout_s, access=access)  # min tier and scheme: the reranker's /health
     spec.validate()
 
     serving = False
@@ -255,7 +254,7 @@ def demo(
                 out.print(f"catalog: {path} ({products} products)")
                 count, loaded = load_once(client, path, index)
                 out.print(f"{'indexed' if loaded else 'already indexed:'} {count} products in {index}")
-                for what, ident, action in install(spec):
+                for what, ident, action in install(spec, log=lambda line: out.print(f"  {line}")):
                     out.print(f"  {what} {ident}: {action}")
                 store = create_store_app(StoreConfig(
                     opensearch_url=spec.opensearch_url, reranker_url=spec.reranker_url, index=index,

@@ -215,10 +215,15 @@ def create_app(
 
     @app.get("/health", responses={503: {"description": "the model is loading or failed to load"}})
     async def health():
-        """200 once the model is loaded; 503 while it loads or if loading failed."""
+        """200 once the model is loaded; 503 while it loads or if loading failed. Ready, it also reports
+        the tier policy it judges with, which `lref opensearch install` gives the engine's filter."""
         if state.backend is not None:
+            scheme, policy = state.backend.prompt.scheme, config.policy
             return {"status": "ready", "model": config.model, "judge": config.judge_dir, "backend": state.backend.name,
-                    "dtype": state.backend.dtype}
+                    "dtype": state.backend.dtype,
+                    "policy": {"scheme": scheme.name, "levels": [lv.name for lv in scheme.levels], "beta": policy.beta,
+                               "min_tier": policy.min_tier, "tiers": {lv.name: policy.tier_of(lv) for lv in scheme.levels},
+                               "order_within_tier": policy.order_within_tier}}
         status = "failed" if state.load_error else "loading"
         return JSONResponse({"status": status, "error": state.load_error}, status_code=503)
 
