@@ -28,7 +28,7 @@ from tqdm import tqdm  # noqa: E402
 
 from lref_opensearch.audit import metrics, search  # noqa: E402
 from lref_opensearch.audit.judgments import query_set, read_judgments  # noqa: E402
-from lref_opensearch.audit.levels import DEFAULT_GRADES, IRRELEVANT, parse_grade_map  # noqa: E402
+from lref_opensearch.audit.levels import FOUR_LEVEL  # noqa: E402
 from reranker.core import TierPolicy, judge_all  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "homedepot"
@@ -89,7 +89,7 @@ def main() -> int:
     args.probs = args.out / "judged_hits.json"
     from reranker.models.judge import read_card, shipped_judge
 
-    found = read_judgments(args.dev, "jsonl", parse_grade_map(DEFAULT_GRADES))  # as `lref audit` reads them
+    found = read_judgments(args.dev, "jsonl", FOUR_LEVEL.parse_grade_map(FOUR_LEVEL.default_grades))  # as `lref audit` reads them
     chosen = query_set(found, None, args.queries)
     cached = judged_hits(args, chosen)
     card = read_card(args.judge or shipped_judge())
@@ -99,7 +99,7 @@ def main() -> int:
     hits, qrels = cached["hits"], found.qrels
     evaluated = [q for q in chosen if qrels.get(q)]
     rel = lambda q, d: qrels[q].get(d, 0) >= 3  # noqa: E731
-    irr = lambda q, d: qrels[q].get(d, 0) == IRRELEVANT  # noqa: E731
+    irr = lambda q, d: qrels[q].get(d, 0) == FOUR_LEVEL.irrelevant  # noqa: E731
     baseline = metrics.means(metrics.per_query({q: h["ids"] for q, h in hits.items()}, qrels, evaluated, args.k, 3))
     relevant = sum(rel(q, d) for q, h in hits.items() if q in qrels for d in h["ids"])
     irrelevant = sum(irr(q, d) for q, h in hits.items() if q in qrels for d in h["ids"])

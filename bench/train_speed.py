@@ -81,13 +81,13 @@ def main() -> None:
         top = next((int(o.removeprefix("top")) for o in options if o.removeprefix("top").isdigit()), None)
         pack = next((int(o[4:]) for o in options if o.startswith("pack")), 1)
         batch = next((int(o[1:]) for o in options if o.startswith("b") and o[1:].isdigit()), args.batch_size)
+        lora = LoraConfig(r=16, alpha=32, dropout=args.lora_dropout, top_layers=top)
         cfg = SftConfig(epochs=1, batch_size=batch, learning_rate=2e-4, max_length=256, save_steps=10**6,
-                        lora=LoraConfig(r=16, alpha=32, dropout=args.lora_dropout, top_layers=top),
                         dtype={"fp32": "float32", "bf16": "bfloat16"}.get(dtype, dtype), compile="compile" in options,
                         query_pack=pack)
         prompt = PromptSpec(instruction=instruction, product_fields=()).build(tokenizer, scheme)
         with tempfile.TemporaryDirectory() as out:
-            sft.train(base, rows, prompt, cfg, Path(out), seed=0, device=device, log=console.print)
+            sft.train(base, rows, prompt, cfg, lora, Path(out), seed=0, device=device, log=console.print)
             speed = json.loads(next(Path(out).glob(f"phase*/{sft.STATS}")).read_text())
         speed.update(variant=variant, tokens_per_row=round(speed["tokens_per_s"] / speed["rows_per_s"], 1),
                      epoch_minutes=round(EPOCH_ROWS / speed["rows_per_s"] / 60, 1))

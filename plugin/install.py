@@ -19,6 +19,7 @@ from opensearchpy.exceptions import SerializationError, SSLError, TransportError
 
 from lref_opensearch.access import NO_ACCESS, Access, tls_problem
 from lref_plugin.policy import agreed, served_policy
+from lref_plugin.smoke import predict_check
 from reranker.core import TIERS, load_scheme
 from reranker.errors import LrefError
 
@@ -315,4 +316,8 @@ def install(spec: InstallSpec, log: Callable[[str], None] = print) -> list[tuple
     rows.append(("model", model_id, model_action))
     for name, pipeline_action in ensure_pipelines(client, spec, model_id).items():
         rows.append(("search pipeline", name, pipeline_action))
+    if spec.levels:  # the reranker answered /health, so a search through the connector must reach it too
+        log(predict_check(client, model_id, InstallError))
+    else:
+        log("predict check skipped: the reranker is not up (install again once it is, to check the connector)")
     return rows

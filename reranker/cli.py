@@ -202,12 +202,14 @@ def train(
     config: Path = typer.Option(..., "--config", help="training YAML (see training/configs/)"),
     stage: Optional[str] = typer.Option(None, help="run only this stage: data, select, cot, sft, eval, export"),
     force: bool = typer.Option(False, help="re-run stages that are already done"),
+    settings: list[str] = typer.Option([], "--set", help="override one setting, e.g. --set sft.learning_rate=1e-4 "
+                                       "or --set sft.trl.weight_decay=0.01 (the value is read as YAML; repeatable)"),
 ) -> None:
     """Run the staged fine-tuning pipeline (resumes where it stopped)."""
     from training.config import load_config
     from training.runner import Run
 
-    run = Run(load_config(config))
+    run = Run(load_config(config, settings))
     rows = run.run(only=stage, force=force)
     table = Table(title=f"lref train: {run.out}")
     table.add_column("stage")

@@ -17,7 +17,7 @@ from conftest import Server, free_port
 from engine import lref
 from lref_opensearch.audit import AuditError, metrics
 from lref_opensearch.audit.judgments import query_set, read_judgments, read_queries
-from lref_opensearch.audit.levels import DEFAULT_GRADES, parse_grade_map
+from lref_opensearch.audit.levels import FOUR_LEVEL, Levels
 from reranker.cli import app
 
 INDEX = "audit-products"
@@ -83,7 +83,7 @@ def bm25(node, query: str) -> list[dict]:
 # ---- judgment formats -----------------------------------------------------------------------
 
 def test_every_format_reads_the_same_judgments(tmp_path):
-    grades = parse_grade_map(DEFAULT_GRADES)
+    grades = FOUR_LEVEL.parse_grade_map(FOUR_LEVEL.default_grades)
     want = {"cordless drill": {"d1": 4, "d3": 1, "d4": 2}, "garden hose": {"d6": 3}}
     (tmp_path / "ours.jsonl").write_text(
         '{"query": "cordless drill", "product_id": "d1", "level": 4}\n'
@@ -107,7 +107,7 @@ def test_every_format_reads_the_same_judgments(tmp_path):
     assert query_set(trec, read_queries(tmp_path / "topics.tsv"), None) == {"101": "cordless drill", "102": "garden hose"}
     # Formats are also told by content, and --grades remaps numeric grades (here binary qrels).
     (tmp_path / "binary.txt").write_text("101 0 d1 1\n101 0 d3 0\n")
-    binary = read_judgments(tmp_path / "binary.txt", "auto", parse_grade_map("0=Irrelevant,1=Excellent"))
+    binary = read_judgments(tmp_path / "binary.txt", "auto", FOUR_LEVEL.parse_grade_map("0=Irrelevant,1=Excellent"))
     assert binary.format == "trec" and binary.qrels == {"101": {"d1": 4, "d3": 1}}
     # A query file narrows the set; --limit keeps the first N.
     (tmp_path / "only.txt").write_text("garden hose\nnever judged\n")
@@ -115,6 +115,16 @@ def test_every_format_reads_the_same_judgments(tmp_path):
     assert query_set(ours, read_queries(tmp_path / "only.txt"), None) == {"garden hose": "garden hose",
                                                                           "never judged": "never judged"}
     assert list(query_set(ours, None, 1)) == ["cordless drill"]
+    # Another scheme counts in its own names and grades; numeric ratings are 0, 1, ... worst first by default.
+    esci = Levels.named("esci")
+    assert (esci.default_grades, esci.irrelevant, esci.default_relevant) == (
+        "0=Irrelevant,1=Complement,2=Substitute,3=Exact", 0, 3)
+    (tmp_path / "esci.qrels").write_text("101 0 d1 3\n101 0 d3 0\n101 0 d4 Complement\n")
+    found = read_judgments(tmp_path / "esci.qrels", "auto", esci.parse_grade_map(esci.default_grades), esci)
+    assert found.qrels == {"101": {"d1": 3, "d3": 0, "d4": 1}}
+    (tmp_path / "homedepot.jsonl").write_text('{"query": "cordless drill", "product_id": "d3", "relevance": 1.33}\n')
+    with pytest.raises(AuditError, match="maps onto four_level levels, not esci's"):
+        read_judgments(tmp_path / "homedepot.jsonl", "auto", grades, esci)  # Home Depot's mean ratings are four_level
 
 
 # ---- metrics --------------------------------------------------------------------------------
@@ -185,6 +195,7 @@ def test_audit_end_to_end(audit_stack, audit_reranker, tmp_path):
     report = json.loads((report_dir / "audit.json").read_text())
     assert list(report["runs"]) == ["baseline", "lref-rerank", "lref-rerank-only"]
     assert report["meta"]["queries_evaluated"] == 4
+    assert report["meta"]["scheme"] == "four_level"  # the reranker's, read from its /health (--judge)
     assert report["meta"]["judgments_used"] == sum(map(len, JUDGED.values()))
 
     # The baseline is plain BM25: its P@5 is what the top 5 of a direct search give by hand.
@@ -227,6 +238,15 @@ def test_audit_end_to_end(audit_stack, audit_reranker, tmp_path):
         assert text in page, text
     assert {p.name for p in (report_dir / "plots").iterdir()} == {"metrics.png", "ndcg_deltas.png", "tiers.png",
                                                                   "tiers_llm.png"}
+
+
+def test_judge_labels_must_be_in_the_audits_scheme(audit_reranker, tmp_path):
+    """--judge fills the judgments' gaps with the reranker's labels, so its scheme is the audit's:
+    a --scheme that disagrees is refused before any search."""
+    judgments = write_jsonl(tmp_path / "judgments.jsonl")
+    assert_refused(invoke(str(judgments), "--judge", "--reranker-url", audit_reranker.url, "--scheme", "binary",
+                          "--opensearch", f"http://127.0.0.1:{free_port()}"),
+                   f"--scheme binary disagrees with the reranker at {audit_reranker.url}, which judges in four_level")
 
 
 def test_gates_exit_1_when_not_met(audit_stack, tmp_path):
@@ -308,7 +328,11 @@ def test_bad_judgments_are_one_line_and_exit_2(tmp_path, name):
     (["--fail-under", "F1=0.5"], "unknown metric 'F1'"),
     (["--fail-over", "nope:MRR=0.5"], "unknown run 'nope'"),
     (["--k", "30"], "need 1 <= k <= size"),
-    (["--rel-level", "1"], "--rel-level must be 2, 3 or 4"),
+    (["--rel-level", "1"], "--rel-level must be one of 2, 3, 4 (four_level), got 1"),
+    (["--scheme", "binary", "--rel-level", "3"], "--rel-level must be one of 1 (binary), got 3"),
+    (["--scheme", "no_such_scheme"], "--scheme: "),
+    (["--scheme", "esci"], "j.jsonl:1: level: unknown label 4"),  # a four_level file read as esci: 4 is no esci grade
+    (["--judge", "--reranker-url", "http://127.0.0.1:9"], "--judge: the reranker at http://127.0.0.1:9 is not ready"),
     (["--grades", "0=Bad"], "--grades item '0=Bad'"),
     (["--pipeline", "baseline"], "--pipeline names must be distinct"),
     (["--fail-under", "nDCG@3=nan"], "the threshold must be a finite number"),

@@ -35,14 +35,15 @@ def run(tiny_model_dir, tmp_path_factory):
         "prompt": {"instruction": "compact", "product_fields": [], "max_doc_tokens": 48},
         "data": {"train": "judgments.jsonl", "eval_fraction": 0.25, "rating_field": "relevance"},
         "select": {"enabled": False}, "cot": {"enabled": False},
+        "lora": {"r": 8, "alpha": 16},
         "sft": {"epochs": 3, "learning_rate": 0.003, "batch_size": 8, "save_steps": 5, "balance_classes": True,
-                "rows_per_class": 20, "lora": {"r": 8, "alpha": 16}},
+                "rows_per_class": 20},
         "dpo_debias": {"enabled": False}, "dpo_passn": {"enabled": False}, "grpo": {"enabled": False},
         "eval": {"betas": [0.3, 0.5, 0.7]},
         "export": {"judge_dir": "judge", "name": "tiny-judge", "notes": "synthetic rows made by the test"},
     }
     (root / "train.yaml").write_text(yaml.safe_dump(config))
-    done = lref("train", "--config", str(root / "train.yaml"))
+    done = lref("train", "--config", str(root / "train.yaml"), "--set", "eval.betas=[0.3, 0.5, 0.6]")  # over the YAML's
     assert done.returncode == 0, done.stdout + done.stderr
     return root
 
@@ -62,7 +63,10 @@ def test_the_judge_dir_is_an_adapter_with_a_card(run, tiny_model_dir):
     assert [s["exponent"] for s in report["prior_sweep"]] == [0.0, 0.25, 0.5, 0.75, 1.0]
     assert report["macro_f1"] == max(s["macro_f1"] for s in report["prior_sweep"])
     assert card.metrics["spearman_against"] == "rating" and -1 <= card.metrics["spearman"] <= 1
-    assert card.training["command"].endswith("train.yaml") and "judgments.jsonl" in card.training["data"]["train"]["file"]
+    assert [s["beta"] for s in report["beta_sweep"]] == [0.3, 0.5, 0.6]  # `--set` won over the YAML's 0.7
+    # the card's command replays the run, --set included
+    assert card.training["command"].endswith("train.yaml --set 'eval.betas=[0.3, 0.5, 0.6]'")
+    assert card.training["settings"] == ["eval.betas=[0.3, 0.5, 0.6]"] and "judgments.jsonl" in card.training["data"]["train"]["file"]
     assert len(card.training["data"]["train"]["sha256"]) == 64 and card.training["stages"]["sft"]["phases"] == {"label": 80}
     readme = (run / "judge/README.md").read_text()
     assert "lref serve --judge" in readme and "synthetic rows made by the test" in readme

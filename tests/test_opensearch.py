@@ -308,16 +308,19 @@ def test_api_key_travels_as_the_connector_credential(stack, keyed_server, tmp_pa
     try:
         assert search(stack, "lref-rerank")["ext"]["lref"]["reranked"] is True
         key.write_text("wrong-key\n")
-        installs.append(install(stack, keyed_server.url, "--api-key-file", str(key)))
-        assert installs[-1].returncode == 0 and "updated" in installs[-1].stdout  # a new key is a change
         refusals = metric(keyed_server.url, UNAUTHORIZED)
+        installs.append(install(stack, keyed_server.url, "--api-key-file", str(key)))
+        # The connector is updated with the new key, and the install's last step, one predict through
+        # it, is refused by the reranker (401): install says so in one line instead of succeeding.
+        assert installs[-1].returncode == 2 and "predict through the connector" in installs[-1].stderr, installs[-1].stderr
+        assert len(installs[-1].stderr.strip().splitlines()) == 1
         refused = search(stack, "lref-rerank")  # the reranker answers 401: search falls back, not fails
         assert refused["ext"]["lref"]["reranked"] is False and ids(refused) == bm25
         installs.append(install(stack, keyed_server.url))  # no key at all: 401 as well, same fallback
-        assert installs[-1].returncode == 0 and "updated" in installs[-1].stdout
+        assert installs[-1].returncode == 2 and "predict through the connector" in installs[-1].stderr
         missing = search(stack, "lref-rerank")
         assert missing["ext"]["lref"]["reranked"] is False and ids(missing) == bm25
-        assert metric(keyed_server.url, UNAUTHORIZED) == refusals + 2
+        assert metric(keyed_server.url, UNAUTHORIZED) == refusals + 4  # two install checks, two searches
         # The key is in none of: the install output, the reranker's log, the node's logs.
         logs = [i.stdout + i.stderr for i in installs] + [keyed_server.output()]
         logs += [f.read_text(errors="replace") for f in (stack.state / "logs").rglob("*") if f.is_file()]
@@ -337,6 +340,7 @@ def test_install_takes_the_tier_policy_of_the_running_reranker(opensearch_node, 
         done = install(opensearch_node, strict.url)
         assert done.returncode == 0, done.stderr
         assert "min tier Good" in done.stdout and "read from its /health" in done.stdout
+        assert "one document judged through the engine: tier" in done.stdout  # the install's predict check
         pipeline = httpx.get(f"{opensearch_node.url}/_search/pipeline/lref-rerank").json()["lref-rerank"]
         tier_filter = next(p["lref_tier"] for p in pipeline["response_processors"] if "lref_tier" in p)
         assert tier_filter["min_tier"] == "Good"
@@ -349,6 +353,7 @@ def test_install_takes_the_tier_policy_of_the_running_reranker(opensearch_node, 
     # Not up: the given option or the default, said so; then back to the module's reranker for later tests.
     gone = install(opensearch_node, strict.url, "--min-tier", "Bad")
     assert gone.returncode == 0 and "not reachable" in gone.stdout, gone.stdout + gone.stderr
+    assert "predict check skipped" in gone.stdout
     pipeline = httpx.get(f"{opensearch_node.url}/_search/pipeline/lref-rerank").json()["lref-rerank"]
     assert next(p["lref_tier"] for p in pipeline["response_processors"] if "lref_tier" in p)["min_tier"] == "Bad"
     back = install(opensearch_node, engine_reranker.url)

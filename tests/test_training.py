@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import subprocess
 import sys
 
@@ -54,12 +55,14 @@ def trained(tiny_model_dir, tmp_path_factory):
         "cot": {"generator": "rules"},
         # Strong enough that the tiny model answers with a label token first, so sampling finds
         # some right answers and GRPO gets informative prompts.
+        "lora": {"r": 8, "alpha": 16},  # one adapter shape for every trained stage
         "sft": {"epochs": 6, "learning_rate": 0.003, "batch_size": 8, "max_length": 384, "save_steps": 5,
-                "lora": {"r": 8, "alpha": 16}, "compile": False},  # compiled training: its own tests below
-        "dpo_debias": {"max_rows": 24, "batch_size": 4, "lora_r": 4, "learning_rate": 0.001},
-        "dpo_passn": {"max_rows": 12, "n": 3, "max_new_tokens": 12, "batch_size": 4, "lora_r": 4},
-        "grpo": {"max_rows": 16, "num_generations": 3, "max_new_tokens": 4, "prompts_per_step": 1, "lora_r": 4,
-                 "max_prompts": 6},
+                "compile": False},  # compiled training: its own tests below
+        "dpo_debias": {"max_rows": 24, "batch_size": 4, "learning_rate": 0.001},
+        "dpo_passn": {"max_rows": 12, "n": 3, "max_new_tokens": 12, "batch_size": 4},
+        # A field of TRL's GRPOConfig passed through: GRPO's trainer must receive it (checked below).
+        "grpo": {"max_rows": 16, "num_generations": 3, "max_new_tokens": 4, "prompts_per_step": 1,
+                 "max_prompts": 6, "trl": {"max_grad_norm": 0.5}},
         "eval": {"betas": [0.3, 0.5, 0.7], "each_stage": True},
     }
     (root / "train.yaml").write_text(yaml.safe_dump(config))
@@ -247,8 +250,8 @@ from training.config import LoraConfig, SftConfig
 tok = AutoTokenizer.from_pretrained({str(tiny_model_dir)!r})
 prompt = PromptSpec(instruction="compact").build(tok, load_scheme())
 rows = [{{"query": "drill", "product": "cordless drill", "label": "Excellent"}}] * 4
-cfg = SftConfig(epochs=1, batch_size=2, save_steps=100, lora=LoraConfig(r=2, alpha=4), compile=sys.argv[1] == "true" or "auto")
-sft.train({str(tiny_model_dir)!r}, rows, prompt, cfg, Path(sys.argv[2]), seed=0, device="cpu")
+cfg = SftConfig(epochs=1, batch_size=2, save_steps=100, compile=sys.argv[1] == "true" or "auto")
+sft.train({str(tiny_model_dir)!r}, rows, prompt, cfg, LoraConfig(r=2, alpha=4), Path(sys.argv[2]), seed=0, device="cpu")
 print(json.loads(next(Path(sys.argv[2]).glob("phase*/speed.json")).read_text())["steps"])
 """
     env = {**__import__("os").environ, "CXX": str(tmp_path / "no-such-compiler"), "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "cache")}
@@ -396,6 +399,34 @@ def test_label_loss_is_the_cross_entropy_of_the_served_label_distribution(tiny_m
     torch.testing.assert_close(ours, expected / count)
 
 
+def test_every_trained_stage_takes_the_lora_section_its_trl_fields_and_the_hardware_precision(trained):
+    grpo = json.loads((trained / "run/grpo/trainer_args.json").read_text())
+    sft = json.loads((trained / "run/sft/phase0-EE/trainer_args.json").read_text())
+    assert grpo["max_grad_norm"] == 0.5 and sft["max_grad_norm"] == 1.0  # grpo.trl reached GRPO's trainer only
+    # LoRA: fp32 adapters over base weights in the picked dtype, so no trainer autocasts
+    assert grpo["bf16"] is False and sft["bf16"] is False
+    adapter = json.loads((trained / "run/grpo/adapter/adapter_config.json").read_text())
+    assert (adapter["r"], adapter["lora_alpha"]) == (8, 16)  # the run's one lora: section, not a stage's own
+    # merged into the fp32 base as serving merges it, whatever dtype GRPO trained in
+    assert json.loads((trained / "run/grpo/model/config.json").read_text())["dtype"] == "float32"
+
+
+def test_a_set_overrides_one_setting_read_as_yaml(tmp_path):
+    from training.config import ConfigError, load_config
+
+    (tmp_path / "judgments.jsonl").write_text("".join(json.dumps(r) + "\n" for r in judgments()))
+    (tmp_path / "train.yaml").write_text(yaml.safe_dump({"data": {"train": "judgments.jsonl"}, "model": "default",
+                                                                "sft": {"epochs": 1}}))
+    config = load_config(tmp_path / "train.yaml", ["sft.learning_rate=1e-4", "lora.top_layers=2",
+                                                   "sft.trl.weight_decay=0.01", "eval.betas=[0.4, 0.6]"])
+    assert (config.sft.learning_rate, config.lora.top_layers, config.sft.trl, config.eval.betas) == (
+        1e-4, 2, {"weight_decay": 0.01}, [0.4, 0.6])
+    for setting, message in (("sft.epochs=many", "sft.epochs: expected a number"), ("sft", "expected key.path=value"),
+                             ("sft.epochs.x=1", "sft.epochs is not a mapping")):
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            load_config(tmp_path / "train.yaml", [setting])
+
+
 def test_a_second_run_resumes_and_skips_finished_stages(trained):
     again = lref("train", "--config", str(trained / "train.yaml"))
     assert again.returncode == 0
@@ -418,7 +449,7 @@ def test_exported_judge_serves_through_the_reranker(trained):
     [
         ({"data": {"train": "missing.jsonl"}}, "data.train: file not found"),
         ({"data": {"train": "judgments.jsonl", "grade_map": {"5": "Perfect"}}}, "data.grade_map"),
-        ({"sft": {"epochs": 1, "lora": {"rank": 4}}}, "unknown key(s) rank"),
+        ({"lora": {"rank": 4}}, "unknown key(s) rank"),
         ({"cot": {"generator": "teacher"}}, "cot.teacher: base_url and model are required"),
         ({"sft": {"label_loss": "mse"}}, "sft.label_loss must be one of token, labels, rating"),
         ({"sft": {"compile": "yes"}}, "sft.compile must be auto, true or false, got 'yes'"),
@@ -426,7 +457,13 @@ def test_exported_judge_serves_through_the_reranker(trained):
         ({"seed": "abc"}, ".seed: expected a whole number, got 'abc'"),
         ({"model": "/nonexistent/model"}, "model: model '/nonexistent/model' is neither"),
         ({"run_dir": None}, ".run_dir: expected text, got None"),
-        ({"sft": {"epochs": 1, "lora": {"target_modules": [1]}}}, "sft.lora.target_modules: expected text or a list"),
+        ({"lora": {"target_modules": [1]}}, ".lora.target_modules: expected text or a list"),
+        ({"dpo_debias": {"lora_r": 4}}, "dpo_debias: unknown key(s) lora_r"),  # the one lora: section sets it
+        ({"grpo": {"dtype": "half"}}, "grpo.dtype must be auto, float32 or bfloat16"),
+        ({"sft": {"trl": {"num_train_epochs": 2}}}, "sft.trl.num_train_epochs: set sft.epochs instead"),
+        ({"dpo_passn": {"trl": {"no_such_field": 1}}}, "dpo_passn.trl.no_such_field: not a field of TRL's DPOConfig"),
+        ({"grpo": {"trl": {"beta": "high"}}}, "grpo.trl.beta: expected a number"),
+        ({"sft": {"trl": ["weight_decay"]}}, "sft.trl: expected a mapping of text to values"),
         ({"eval": {"betas": 0.5}}, "eval.betas: expected a list, each a number, got 0.5"),
         ({"select": {"enabled": "no"}}, "select.enabled: expected true/false"),
         ({"sft": {"label_loss": "rating"}}, "sft.label_loss: rating needs data.rating_field"),
@@ -566,7 +603,7 @@ def test_a_killed_run_resumes_from_its_checkpoint(tiny_model_dir, tmp_path):
     config = {"run_dir": "run", "model": str(tiny_model_dir), "device": "cpu",
               "data": {"train": "judgments.jsonl", "eval_fraction": 0.25},
               "select": {"enabled": False}, "cot": {"enabled": False},
-              "sft": {"epochs": 10, "batch_size": 4, "save_steps": 2, "lora": {"r": 4, "alpha": 8}, "compile": False},
+              "lora": {"r": 4, "alpha": 8}, "sft": {"epochs": 10, "batch_size": 4, "save_steps": 2, "compile": False},
               "dpo_debias": {"enabled": False}, "dpo_passn": {"enabled": False}, "grpo": {"enabled": False}}
     (tmp_path / "train.yaml").write_text(yaml.safe_dump(config))
     cmd = [sys.executable, "-m", "reranker.cli", "train", "--config", str(tmp_path / "train.yaml")]
@@ -597,7 +634,7 @@ def test_a_deadline_stops_sft_and_the_run_still_ends_with_an_eval(tiny_model_dir
     config = {"run_dir": "run", "model": str(tiny_model_dir), "device": "cpu",
               "data": {"train": "judgments.jsonl", "eval_fraction": 0.25},
               "select": {"enabled": False}, "cot": {"enabled": False},
-              "sft": {"epochs": 3, "batch_size": 4, "save_steps": 100, "lora": {"r": 4, "alpha": 8}, "compile": False,
+              "lora": {"r": 4, "alpha": 8}, "sft": {"epochs": 3, "batch_size": 4, "save_steps": 100, "compile": False,
                       "more_passes": [{"rows_per_class": 8, "learning_rate": 1e-4}]},
               "dpo_debias": {"enabled": False}, "dpo_passn": {"enabled": False}, "grpo": {"enabled": False},
               "eval": {"betas": [0.5]}}
@@ -623,7 +660,7 @@ def test_stop_after_steps_ends_a_pass_early_on_its_whole_schedule(tiny_model_dir
     config = {"run_dir": "run", "model": str(tiny_model_dir), "device": "cpu",
               "data": {"train": "judgments.jsonl", "eval_fraction": 0.25},
               "select": {"enabled": False}, "cot": {"enabled": False},
-              "sft": {"epochs": 2, "batch_size": 4, "save_steps": 100, "lora": {"r": 4, "alpha": 8}, "compile": False,
+              "lora": {"r": 4, "alpha": 8}, "sft": {"epochs": 2, "batch_size": 4, "save_steps": 100, "compile": False,
                       "stop_after_steps": 2, "more_passes": [{"rows_per_class": 4, "learning_rate": 1e-4}]},
               "dpo_debias": {"enabled": False}, "dpo_passn": {"enabled": False}, "grpo": {"enabled": False},
               "eval": {"betas": [0.5]}}
@@ -648,7 +685,7 @@ def test_sft_distils_the_lexical_teacher_fit_out_of_fold(tiny_model_dir, tmp_pat
     config = {"run_dir": "run", "model": str(tiny_model_dir), "device": "cpu",
               "data": {"train": "judgments.jsonl", "eval_fraction": 0.25},
               "select": {"enabled": False}, "cot": {"enabled": False},
-              "sft": {"epochs": 1, "batch_size": 8, "lora": {"r": 4, "alpha": 8}, "compile": False, "label_loss": "labels",
+              "lora": {"r": 4, "alpha": 8}, "sft": {"epochs": 1, "batch_size": 8, "compile": False, "label_loss": "labels",
                       "teacher": "lexical", "teacher_catalog": "catalog.jsonl", "teacher_weight": 0.5},
               "dpo_debias": {"enabled": False}, "dpo_passn": {"enabled": False}, "grpo": {"enabled": False},
               "eval": {"betas": [0.5]}}

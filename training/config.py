@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import types
 import typing
 from dataclasses import dataclass, field, fields, is_dataclass, replace
@@ -17,6 +18,7 @@ from reranker.errors import LrefError
 STAGES = ("data", "select", "cot", "sft", "dpo_debias", "dpo_passn", "grpo", "eval", "export")
 LABEL_LOSSES = ("token", "labels", "rating")
 TRAINED = ("sft", "dpo_debias", "dpo_passn", "grpo")  # stages that write a model, in order
+NOT_IN_YAML = ("base_dir", "config_file", "config_text", "settings")  # TrainConfig's bookkeeping
 
 
 class ConfigError(LrefError, ValueError):
@@ -96,7 +98,6 @@ class SftConfig:
     batch_size: int = 8
     grad_accum: int = 1
     max_length: int = 512
-    lora: LoraConfig = field(default_factory=LoraConfig)
     curriculum: list[str] = field(default_factory=lambda: ["EE", "RA", "DR"])
     # Upsample every label to the most frequent one's count within each phase (seeded), so the
     # label head does not learn the class prior alone.
@@ -107,6 +108,10 @@ class SftConfig:
     save_steps: int = 200
     # auto: bf16 on a GPU or a CPU with AVX512-BF16/AMX (the LoRA weights stay fp32), else fp32
     dtype: str = "auto"
+    # Any other field of TRL's SFTConfig, passed through as is (e.g. weight_decay, max_grad_norm);
+    # checked against TRL's dataclass when the config loads. A field this section sets under its
+    # own name (epochs -> num_train_epochs, ...) is refused here: set it there.
+    trl: dict[str, Any] = field(default_factory=dict)
     group_by_length: bool = True  # batches of similar length: little padding
     # The loss at the answer position. token: cross-entropy over the whole vocabulary (plain SFT).
     # labels: over the scheme's label tokens only, the distribution serving scores. rating: as
@@ -149,8 +154,9 @@ class PolicyStageConfig:
     max_rows: int | None = 2000  # training rows scored / sampled
     epochs: float = 1.0
     learning_rate: float = 5e-5
-    lora_r: int = 16
     save_steps: int = 200
+    dtype: str = "auto"  # as sft.dtype
+    trl: dict[str, Any] = field(default_factory=dict)  # as sft.trl, for TRL's DPOConfig / GRPOConfig
     temperature: float = 1.0
     max_new_tokens: int = 48
     sample_batch: int = 16  # prompts per generate() call when sampling answers
@@ -207,6 +213,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     prompt: PromptSpec = field(default_factory=PromptSpec)  # what the judge card hands to serving
+    lora: LoraConfig = field(default_factory=LoraConfig)  # the adapter every trained stage trains
     data: DataConfig = field(default_factory=DataConfig)
     select: SelectConfig = field(default_factory=SelectConfig)
     cot: CotConfig = field(default_factory=CotConfig)
@@ -219,6 +226,7 @@ class TrainConfig:
     base_dir: Path = field(default=Path("."), repr=False)  # relative paths resolve against the YAML's dir
     config_file: str = field(default="", repr=False)  # as given to `lref train --config`: the judge card's command
     config_text: str = field(default="", repr=False)
+    settings: list[str] = field(default_factory=list, repr=False)  # `lref train --set key=value`, as given
 
     def path(self, value: str) -> Path:
         p = Path(value).expanduser()
@@ -248,6 +256,8 @@ def _conforms(value: Any, hint: Any) -> bool:
         return isinstance(value, list) and all(_conforms(v, args[0]) for v in value)
     if origin is dict:  # YAML reads `5: Perfect` with an int key: scalars stand for text here
         scalar = lambda x: isinstance(x, (str, int, float)) and not isinstance(x, bool)  # noqa: E731
+        if args and args[1] is Any:  # a pass-through mapping (stage.trl): its values are checked where they go
+            return isinstance(value, dict) and all(isinstance(k, str) for k in value)
         return isinstance(value, dict) and all(scalar(k) and scalar(v) for k, v in value.items())
     return isinstance(value, hint)
 
@@ -259,7 +269,7 @@ def _describe(hint: Any) -> str:
     if origin in (list, tuple):
         return f"a list, each {_describe(args[0])}"
     if origin is dict:
-        return "a mapping of text to text"
+        return "a mapping of text to values" if args and args[1] is Any else "a mapping of text to text"
     names = {bool: "true/false", int: "a whole number", float: "a number", str: "text", type(None): "null"}
     return names.get(hint, getattr(hint, "__name__", str(hint)))
 
@@ -267,7 +277,7 @@ def _describe(hint: Any) -> str:
 def _build(cls, raw: Any, where: str):
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: expected a mapping, got {type(raw).__name__}")
-    known = {f.name: f for f in fields(cls) if f.name not in ("base_dir", "config_file", "config_text")}
+    known = {f.name: f for f in fields(cls) if f.name not in NOT_IN_YAML}
     unknown = sorted(set(raw) - set(known))
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {', '.join(map(str, unknown))} (known: {', '.join(sorted(known))})")
@@ -289,7 +299,7 @@ def _build(cls, raw: Any, where: str):
             raise ConfigError(f"{where}.{name}: expected {_describe(hints[name])}, got {shown}")
         if hints[name] is float:
             value = float(value)
-        elif typing.get_origin(hints[name]) is dict:
+        elif typing.get_origin(hints[name]) is dict and typing.get_args(hints[name])[1] is not Any:
             value = {str(k): str(v) for k, v in value.items()}
         values[name] = value
     return cls(**values)
@@ -344,9 +354,14 @@ def validate(config: TrainConfig) -> TrainConfig:
         raise ConfigError("eval.betas must lie in (0, 1]")
     if not config.eval.prior_exponents or not all(0.0 <= e <= 2.0 for e in config.eval.prior_exponents):
         raise ConfigError("eval.prior_exponents must be a non-empty list of numbers from 0 to 2")
-    for name, value in (("sft.dtype", config.sft.dtype), ("eval.dtype", config.eval.dtype)):
+    for name in ("sft", "dpo_debias", "dpo_passn", "grpo", "eval"):
+        value = getattr(config, name).dtype
         if value not in ("auto", "float32", "bfloat16"):
-            raise ConfigError(f"{name} must be auto, float32 or bfloat16, got {value!r}")
+            raise ConfigError(f"{name}.dtype must be auto, float32 or bfloat16, got {value!r}")
+    from .trl_fields import check as check_trl_fields
+
+    for name in TRAINED:
+        check_trl_fields(name, getattr(config, name).trl)
     if config.eval.pick_beta_by not in ("bad_f1", "relevant_loss"):
         raise ConfigError(f"eval.pick_beta_by must be bad_f1 or relevant_loss, got {config.eval.pick_beta_by!r}")
     if not 0 <= config.eval.max_relevant_loss <= 1:  # its type is checked with every field's, in _build
@@ -385,7 +400,8 @@ def validate(config: TrainConfig) -> TrainConfig:
     return config
 
 
-def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
+def load_config(path: str | Path, settings: list[str] = ()) -> TrainConfig:
+    """The YAML at `path`, with `lref train --set key.path=value` settings applied over it, checked whole."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -400,9 +416,33 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Tr
         raise ConfigError(f"{path}: YAML nested too deeply") from None
     except ValueError:  # an integer past CPython's digit limit
         raise ConfigError(f"{path}: a number with too many digits") from None
-    if overrides and isinstance(raw, dict):
-        raw.update(overrides)
+    for setting in settings:
+        _apply_setting(raw, setting, path.name)
     config = _build(TrainConfig, raw, path.name)
     config.base_dir = path.resolve().parent
-    config.config_file, config.config_text = str(path), text
+    config.config_file, config.config_text, config.settings = str(path), text, list(settings)
     return validate(config)
+
+
+def _apply_setting(raw: Any, setting: str, where: str) -> None:
+    """`--set key.path=value`: the value read as YAML (so 1e-4 is a number and [a, b] a
+    list) goes into the YAML's mapping at that path, mappings made on the way; the whole config is
+    then checked as if the file had said it."""
+    key, sep, text = setting.partition("=")
+    parts = key.strip().split(".")
+    if not sep or not all(parts):
+        raise ConfigError(f"--set {setting!r}: expected key.path=value, e.g. sft.learning_rate=1e-4")
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise ConfigError(f"--set {setting!r}: the value is not valid YAML") from None
+    if isinstance(value, str) and re.fullmatch(r"[+-]?\d+[eE][+-]?\d+", value.strip()):
+        value = float(value)  # YAML 1.1 reads 1e-4 (no dot) as text; on a command line it means the number
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(raw).__name__}")
+    node = raw
+    for i, part in enumerate(parts[:-1]):
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {setting!r}: {'.'.join(parts[:i + 1])} is not a mapping")
+    node[parts[-1]] = value

@@ -17,7 +17,7 @@ import torch
 
 from reranker.core import LabelScheme, PromptFormat
 
-from .config import DpoConfig
+from .config import DpoConfig, LoraConfig
 from .cot import rule_rationale, wrong_decision
 
 
@@ -61,12 +61,13 @@ def passn_pairs(rows: list[dict], samples: list[list[dict]], prompt: PromptForma
                    "all_samples_right": all_right, "pass_at_n": round(correct_any / max(len(rows), 1), 4)}
 
 
-def train(base: Path, pairs: list[dict], tokenizer, cfg: DpoConfig, out: Path, seed: int, device: str, log=print) -> Path:
+def train(base: Path, pairs: list[dict], tokenizer, cfg: DpoConfig, lora_cfg: LoraConfig, out: Path, seed: int,
+          device: str, log=print) -> Path:
     from datasets import Dataset
-    from peft import LoraConfig
     from transformers import AutoModelForCausalLM
     from trl import DPOConfig, DPOTrainer
 
+    from .adapter import peft_config, precision, save_model
     from .sft import last_checkpoint, merge_and_save
 
     class TokenDPOTrainer(DPOTrainer):
@@ -78,19 +79,18 @@ def train(base: Path, pairs: list[dict], tokenizer, cfg: DpoConfig, out: Path, s
                 return dataset
             return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
 
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    weights, autocast = precision(cfg.dtype, device, lora_cfg)
     if not pairs:
         log("no preference pairs: the model is passed on unchanged")
-        return merge_and_save(model, tokenizer, out / "model")
-    args = DPOConfig(
+        return merge_and_save(AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32), tokenizer, out / "model")
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=weights)
+    args = DPOConfig(**dict(
         output_dir=str(out), num_train_epochs=cfg.epochs, learning_rate=cfg.learning_rate, beta=cfg.beta,
         per_device_train_batch_size=cfg.batch_size, max_length=cfg.max_length, seed=seed, data_seed=seed,
         save_steps=cfg.save_steps, save_total_limit=1, logging_steps=10, report_to=[],
-        use_cpu=device == "cpu", bf16=False, fp16=False,
-    )
-    lora = LoraConfig(r=cfg.lora_r, lora_alpha=2 * cfg.lora_r, lora_dropout=0.05, target_modules="all-linear",
-                      task_type="CAUSAL_LM")
+        use_cpu=device == "cpu", bf16=autocast, fp16=False,
+    ) | cfg.trl)
     trainer = TokenDPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(pairs),
-                              processing_class=tokenizer, peft_config=lora)
+                              processing_class=tokenizer, peft_config=peft_config(model, lora_cfg))
     trainer.train(resume_from_checkpoint=last_checkpoint(out))
-    return merge_and_save(trainer.model, tokenizer, out / "model")
+    return save_model(trainer, base, tokenizer, out)

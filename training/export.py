@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
 import shutil
 from pathlib import Path
 
@@ -27,7 +28,7 @@ def _sha256(path: Path) -> str:
 def _sft_adapter(run) -> Path | None:
     """The LoRA adapter of SFT's last phase, when SFT is the last trained stage (later stages train
     adapters of their own over the merged model, which no single adapter expresses)."""
-    if run.latest_model() != run.dir("sft") / "model" or not run.config.sft.lora.enabled:
+    if run.latest_model() != run.dir("sft") / "model" or not run.config.lora.enabled:
         return None
     from .sft import phase_dirs
 
@@ -57,8 +58,9 @@ def _training(run) -> dict:
         if value and cfg.path(value).is_file():
             data[role] = {"file": value, "sha256": _sha256(cfg.path(value))}
     stages = {name: _metrics(run, name) for name in ("data", "select", "cot", "sft", "dpo_debias", "dpo_passn", "grpo")}
-    return {"command": f"lref train --config {cfg.config_file or '<config>'}",
-            "config": cfg.config_text, "data": data, "hardware": _hardware(cfg.sft.dtype),
+    settings = "".join(f" --set {shlex.quote(setting)}" for setting in cfg.settings)
+    return {"command": f"lref train --config {cfg.config_file or '<config>'}{settings}",
+            "config": cfg.config_text, "settings": list(cfg.settings), "data": data, "hardware": _hardware(cfg.sft.dtype),
             "stages": {name: m for name, m in stages.items() if m}}
 
 

@@ -13,7 +13,7 @@ import torch
 
 from reranker.core import LabelScheme, PromptFormat
 
-from .config import GrpoConfig
+from .config import GrpoConfig, LoraConfig
 
 
 def dynamic_sample(rows: list[dict], samples: list[list[dict]], cfg: GrpoConfig, seed: int) -> tuple[list[dict], dict]:
@@ -57,13 +57,13 @@ def prompt_texts(rows: list[dict], prompt: PromptFormat) -> list[tuple[str, list
     return out
 
 
-def train(base: Path, rows: list[dict], prompt: PromptFormat, cfg: GrpoConfig, out: Path, seed: int, device: str,
-          log=print) -> Path:
+def train(base: Path, rows: list[dict], prompt: PromptFormat, cfg: GrpoConfig, lora_cfg: LoraConfig, out: Path,
+          seed: int, device: str, log=print) -> Path:
     from datasets import Dataset
-    from peft import LoraConfig
     from transformers import AutoModelForCausalLM
     from trl import GRPOConfig, GRPOTrainer
 
+    from .adapter import peft_config, precision, save_model
     from .sft import last_checkpoint, merge_and_save
 
     class TokenGRPOTrainer(GRPOTrainer):
@@ -72,22 +72,22 @@ def train(base: Path, rows: list[dict], prompt: PromptFormat, cfg: GrpoConfig, o
         def _tokenize_prompts(self, prompts: list):
             return [ids_by_text[text] for text in prompts], None, {}
 
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    weights, autocast = precision(cfg.dtype, device, lora_cfg)
     if not rows:
         log("dynamic sampling kept no prompts: the model is passed on unchanged")
-        return merge_and_save(model, prompt.tokenizer, out / "model")
+        return merge_and_save(AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32), prompt.tokenizer,
+                              out / "model")
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=weights)
     texts = prompt_texts(rows, prompt)
     ids_by_text = dict(texts)
     dataset = Dataset.from_list([{"prompt": text, "gold": row["label"]} for (text, _), row in zip(texts, rows)])
-    args = GRPOConfig(
+    args = GRPOConfig(**dict(
         output_dir=str(out), num_train_epochs=cfg.epochs, learning_rate=cfg.learning_rate, seed=seed, data_seed=seed,
         num_generations=cfg.num_generations, per_device_train_batch_size=cfg.num_generations * cfg.prompts_per_step,
         max_completion_length=cfg.max_new_tokens, temperature=cfg.temperature, save_steps=cfg.save_steps,
-        save_total_limit=1, logging_steps=5, report_to=[], use_cpu=device == "cpu", bf16=False, fp16=False,
-    )
-    lora = LoraConfig(r=cfg.lora_r, lora_alpha=2 * cfg.lora_r, lora_dropout=0.05, target_modules="all-linear",
-                      task_type="CAUSAL_LM")
+        save_total_limit=1, logging_steps=5, report_to=[], use_cpu=device == "cpu", bf16=autocast, fp16=False,
+    ) | cfg.trl)
     trainer = TokenGRPOTrainer(model=model, reward_funcs=rewards(prompt, prompt.scheme), args=args, train_dataset=dataset,
-                          processing_class=prompt.tokenizer, peft_config=lora)
+                               processing_class=prompt.tokenizer, peft_config=peft_config(model, lora_cfg))
     trainer.train(resume_from_checkpoint=last_checkpoint(out))
-    return merge_and_save(trainer.model, prompt.tokenizer, out / "model")
+    return save_model(trainer, base, prompt.tokenizer, out)

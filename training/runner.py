@@ -128,9 +128,9 @@ class Run:
         rows = data_stage.read_jsonl(self.need("cot", "train.jsonl"))
         cfg = self.config.sft
         taught = self._attach_teacher(rows) if cfg.teacher else None
-        result, trained = sft_stage.train(self.base_model, rows, self.prompt, cfg, self.dir("sft"),
+        result, trained = sft_stage.train(self.base_model, rows, self.prompt, cfg, self.config.lora, self.dir("sft"),
                                           self.config.seed, self.device(), self.log, sft_deadline())
-        return {"rows": len(rows), "model": str(result), "lora": cfg.lora.enabled, "phases": trained,
+        return {"rows": len(rows), "model": str(result), "lora": self.config.lora.enabled, "phases": trained,
                 "balanced": cfg.balance_classes, "rows_per_class": cfg.rows_per_class} | (
                 {"teacher": cfg.teacher, "rows_with_teacher": taught} if cfg.teacher else {})
 
@@ -228,8 +228,8 @@ class Run:
         pairs, metrics = dpo.debias_pairs(rows, evaluate.label_probs(judge, rows), self.prompt, self.scheme)
         before = self.eval_report(base, judge)
         del judge
-        result = dpo.train(base, pairs, self.prompt.tokenizer, cfg, self.dir("dpo_debias"), self.config.seed,
-                           self.device(), self.log)
+        result = dpo.train(base, pairs, self.prompt.tokenizer, cfg, self.config.lora, self.dir("dpo_debias"),
+                           self.config.seed, self.device(), self.log)
         after = self.eval_report(result)
         keys = ("optimistic_share_of_errors", "optimistic_errors", "errors", "macro_f1")
         return {**metrics, "eval_before": {k: before[k] for k in keys}, "eval_after": {k: after[k] for k in keys},
@@ -259,8 +259,8 @@ class Run:
             return {"enabled": False}
         cfg, base, rows, samples = self._sampled("dpo_passn", self.config.dpo_passn.n)
         pairs, metrics = dpo.passn_pairs(rows, samples, self.prompt, self.scheme, self.config.seed)
-        result = dpo.train(base, pairs, self.prompt.tokenizer, cfg, self.dir("dpo_passn"), self.config.seed,
-                           self.device(), self.log)
+        result = dpo.train(base, pairs, self.prompt.tokenizer, cfg, self.config.lora, self.dir("dpo_passn"),
+                           self.config.seed, self.device(), self.log)
         return {**metrics, "model": str(result)}
 
     def grpo(self) -> dict:
@@ -270,7 +270,8 @@ class Run:
             return {"enabled": False}
         cfg, base, rows, samples = self._sampled("grpo", self.config.grpo.num_generations)
         kept, metrics = grpo.dynamic_sample(rows, samples, cfg, self.config.seed)
-        result = grpo.train(base, kept, self.prompt, cfg, self.dir("grpo"), self.config.seed, self.device(), self.log)
+        result = grpo.train(base, kept, self.prompt, cfg, self.config.lora, self.dir("grpo"), self.config.seed,
+                            self.device(), self.log)
         return {**metrics, "model": str(result)}
 
     def eval(self) -> dict:

@@ -15,9 +15,8 @@ from typing import NamedTuple
 import torch
 
 from reranker.core import LabelHead, PromptFormat
-from reranker.models.loading import pick_dtype
-
-from .config import SftConfig
+from .adapter import peft_config, precision, record_args
+from .config import LoraConfig, SftConfig
 from .rows import sft_row
 
 DONE = "phase.done"
@@ -308,34 +307,23 @@ def last_checkpoint(path: Path) -> str | None:
     return str(points[-1]) if points else None
 
 
-def train(base: str, rows: list[dict], prompt: PromptFormat, cfg: SftConfig, out: Path, seed: int,
-          device: str, log=print, deadline: float | None = None) -> tuple[Path, dict[str, int]]:
+def train(base: str, rows: list[dict], prompt: PromptFormat, cfg: SftConfig, lora_cfg: LoraConfig, out: Path,
+          seed: int, device: str, log=print, deadline: float | None = None) -> tuple[Path, dict[str, int]]:
     """-> a full model directory (LoRA merged in), which later stages start from and serve loads,
     and the rows each curriculum phase trained on (after class balancing). With `deadline` (a Unix
     time) a phase stops at the first step past it and the phases after it are skipped, so that a
     budgeted run ends with a model (the counts then say how far each phase went)."""
-    from peft import LoraConfig, PeftModel
+    from peft import PeftModel
     from transformers import AutoModelForCausalLM
     from trl import SFTConfig
 
-    # LoRA trains fp32 adapters over frozen base weights, which may then be bf16; full fine-tuning
-    # keeps fp32 master weights and autocasts the matmuls instead.
-    fast = pick_dtype(cfg.dtype, device) == torch.bfloat16
-    weights = torch.bfloat16 if fast and cfg.lora.enabled else torch.float32
+    weights, autocast = precision(cfg.dtype, device, lora_cfg)
     compiled = use_compile(cfg.compile, device, log)
     # Compiled on a CPU, eager attention fuses with the rest of the layer and beats the SDPA
     # kernel on these short rows (a LoRA step of 8 x 80 tokens: 0.43 vs 0.61 s, 2-core AMX CPU).
     load = {"dtype": weights} | ({"attn_implementation": "eager"} if compiled and device == "cpu" else {})
     model = AutoModelForCausalLM.from_pretrained(base, **load)
-    layers = model.config.get_text_config().num_hidden_layers
-    top = range(layers - min(cfg.lora.top_layers, layers), layers) if cfg.lora.top_layers else None
-    targets = cfg.lora.target_modules
-    if top and targets == "all-linear":  # PEFT takes a layer subset only with module names
-        targets = sorted({name.rsplit(".", 1)[-1] for name, module in model.get_decoder().layers[-1].named_modules()
-                          if isinstance(module, torch.nn.Linear)})
-    lora = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
-                      target_modules=targets, layers_to_transform=list(top) if top else None,
-                      task_type="CAUSAL_LM") if cfg.lora.enabled else None
+    lora = peft_config(model, lora_cfg)
     trained = plan(rows, cfg, seed)
     counts = {phase.name: len(phase.rows) for phase in trained}
     for index, (style, phase_rows, learning_rate, teacher_weight, stop_after_steps) in enumerate(trained):
@@ -352,16 +340,16 @@ def train(base: str, rows: list[dict], prompt: PromptFormat, cfg: SftConfig, out
             continue  # `final` stays the last phase that trained
         final = phase_dir / "final"
         log(f"sft phase {style}: {len(phase_rows)} rows")
-        args = SFTConfig(
+        args = SFTConfig(**dict(
             output_dir=str(phase_dir), num_train_epochs=cfg.epochs, learning_rate=learning_rate,
             per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
             max_length=cfg.max_length, completion_only_loss=True, seed=seed, data_seed=seed,
             gradient_checkpointing=False,  # TRL's default trades ~30% more compute for memory a 135M model does not need
             save_steps=cfg.save_steps, save_total_limit=1, logging_steps=10, report_to=[],
-            use_cpu=device == "cpu", bf16=fast and not cfg.lora.enabled, fp16=False,
+            use_cpu=device == "cpu", bf16=autocast, fp16=False,
             lr_scheduler_type="cosine", warmup_steps=0.05,  # a float below 1 is a ratio
             train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
-        )
+        ) | cfg.trl)
         targets = label_targets(phase_rows, prompt.scheme.names, cfg.label_loss, cfg.rating_sigma, teacher_weight)
         trainer = _trainer_class(prompt.label_token_ids)(
                              model=model, args=args, train_dataset=_dataset(phase_rows, prompt, cfg.max_length, targets, cfg.query_pack),
@@ -384,6 +372,7 @@ def train(base: str, rows: list[dict], prompt: PromptFormat, cfg: SftConfig, out
             "compiled": compiled, "seconds": round(result.metrics["train_runtime"], 2),
             "rows_per_s": round(done * cfg.epochs * len(phase_rows) / result.metrics["train_runtime"], 3),
             "tokens_per_s": round(done * cfg.epochs * tokens / result.metrics["train_runtime"], 1)}))
+        record_args(trainer, phase_dir)
         model.save_pretrained(final)
         prompt.tokenizer.save_pretrained(final)
         (phase_dir / DONE).write_text(str(trainer.state.global_step))

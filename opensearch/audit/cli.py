@@ -17,13 +17,13 @@ from reranker.console import api_key_from, fail
 
 from ..access import access_from, ca_cert_option, password_file_option, user_option
 from . import AuditError
-from .levels import DEFAULT_GRADES, LEVEL_NAMES
+from .levels import Levels
 
 out = Console()
 
 
 def _check_numbers(size: int, k: int, rel_level: int, pipelines: list[str], timeout: float, worst: int,
-                   out_dir: Path, limit: int | None) -> None:
+                   out_dir: Path, limit: int | None, levels: Levels) -> None:
     """Everything checkable before a single search runs."""
     from .search import BASELINE
 
@@ -37,10 +37,30 @@ def _check_numbers(size: int, k: int, rel_level: int, pipelines: list[str], time
         raise AuditError(f"--out {out_dir} is a file, not a folder for the report")
     if k < 1 or size < k:
         raise AuditError(f"need 1 <= k <= size, got k={k}, size={size}")
-    if rel_level not in LEVEL_NAMES or rel_level == min(LEVEL_NAMES):
-        raise AuditError(f"--rel-level must be 2, 3 or 4, got {rel_level}")
+    if rel_level not in levels.names or rel_level == levels.irrelevant:
+        allowed = ", ".join(str(n) for n in sorted(levels.names) if n != levels.irrelevant)
+        raise AuditError(f"--rel-level must be one of {allowed} ({levels.scheme.name}), got {rel_level}")
     if len(set(pipelines)) != len(pipelines) or BASELINE in pipelines or not all(p.strip() for p in pipelines):
         raise AuditError(f"--pipeline names must be distinct, non-empty and not {BASELINE!r}")
+
+
+def _levels(scheme: str | None, judge: bool, reranker_url: str, api_key: str | None) -> Levels:
+    """The scheme the audit counts in: --scheme, else four_level; with --judge the reranker's own
+    (its /health), which --scheme may only repeat, since its labels fill the judgments' gaps."""
+    if not judge:
+        return Levels.named(scheme or "four_level")
+    from lref_plugin.policy import served_policy
+
+    served = served_policy(reranker_url, api_key, timeout_s=10)
+    if served is None:
+        raise AuditError(f"--judge: the reranker at {reranker_url} is not ready (or reports no tier policy on /health)")
+    theirs = Levels.named(served.get("scheme") or "four_level")
+    if list(theirs.names.values()) != served["levels"]:
+        raise AuditError(f"--judge: the reranker's levels {', '.join(served['levels'])} are not those of a named scheme")
+    if scheme and scheme != theirs.scheme.name:
+        raise AuditError(f"--scheme {scheme} disagrees with the reranker at {reranker_url}, which judges in "
+                         f"{theirs.scheme.name}: give the same or leave it out")
+    return theirs
 
 
 def _summary(report: dict) -> None:
@@ -74,7 +94,10 @@ def audit(
     judgments: Path = typer.Argument(..., help="judgments: our JSONL, TREC qrels, SRW IMPORT_JUDGMENT JSON or Quepid CSV"),
     fmt: str = typer.Option("auto", "--format", help="auto | jsonl | trec | srw | quepid"),
     queries: Optional[Path] = typer.Option(None, help="query set: JSONL (query, query_id) or QID<TAB>TEXT lines; needed for TREC"),
-    grades: str = typer.Option(DEFAULT_GRADES, help="numeric grade -> level for trec, srw and quepid ratings"),
+    scheme: Optional[str] = typer.Option(None, help="label scheme of the judgments and the report (default four_level; "
+                                         "with --judge, the reranker's, read from its /health)"),
+    grades: Optional[str] = typer.Option(None, help="numeric grade -> level for trec, srw and quepid ratings "
+                                         "(default 0, 1, ... = the scheme's levels, worst first)"),
     limit: Optional[int] = typer.Option(None, help="run only the first N queries of the set"),
     opensearch: str = typer.Option("http://127.0.0.1:9200", help="OpenSearch URL"),
     index: str = typer.Option("products", help="index to search"),
@@ -84,7 +107,8 @@ def audit(
     size: int = typer.Option(20, help="hits retrieved (and reranked) per search"),
     k: int = typer.Option(10, help="metric cut-off"),
     timeout: float = typer.Option(120, help="seconds one search may take (keep it above the connector's read timeout)"),
-    rel_level: int = typer.Option(3, help="lowest level counted relevant for P, R, MRR (3 = Related)"),
+    rel_level: Optional[int] = typer.Option(None, help="lowest level (grade) counted relevant for P, R, MRR (default: "
+                                            "the scheme's lowest Good-tier level, 3 = Related in four_level)"),
     worst: int = typer.Option(10, help="rows in the worst-queries table"),
     judge: bool = typer.Option(False, "--judge", help="label unjudged hits with the LLM (kept apart, marked)"),
     reranker_url: str = typer.Option("http://127.0.0.1:8000", help="the reranker whose /v1/classify --judge uses"),
@@ -100,17 +124,18 @@ def audit(
 
     from . import gate, html_report, llm_judge, metrics, plots, report, search
     from .judgments import query_set, read_judgments, read_queries
-    from .levels import parse_grade_map
 
     started = time.monotonic()
-    _check_numbers(size, k, rel_level, pipeline, timeout, worst, out_dir, limit)
+    api_key = api_key_from(api_key_file)
+    levels = _levels(scheme, judge, reranker_url, api_key)
+    rel_level = levels.default_relevant if rel_level is None else rel_level
+    _check_numbers(size, k, rel_level, pipeline, timeout, worst, out_dir, limit, levels)
     runs = [search.BASELINE, *pipeline]
     gates = (gate.parse(fail_under or [], True, runs, runs[1], k)
              + gate.parse(fail_over or [], False, runs, runs[1], k))
-    found = read_judgments(judgments, fmt, parse_grade_map(grades))
+    found = read_judgments(judgments, fmt, levels.parse_grade_map(grades or levels.default_grades), levels)
     chosen = query_set(found, read_queries(queries) if queries else None, limit)
     body = search.load_template(template, field)
-    api_key = api_key_from(api_key_file)
     client = connect(opensearch, access_from(user, password_file, ca_cert))
     search.check_target(client, index, pipeline)
     results, titles = search.run_all(client, index, chosen, pipeline, body, size, field, timeout)
@@ -119,7 +144,7 @@ def audit(
         todo = llm_judge.unjudged(results, found.qrels)
         missing = sorted({i for ids in todo.values() for i in ids} - set(titles))
         titles.update(search.fetch_titles(client, index, missing, field))
-        llm_rows = llm_judge.judge(reranker_url, chosen, todo, titles, api_key)
+        llm_rows = llm_judge.judge(reranker_url, chosen, todo, titles, levels, api_key)
         llm_qrels = llm_judge.as_qrels(llm_rows)
     import ir_measures
 

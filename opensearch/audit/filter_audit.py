@@ -14,17 +14,19 @@ from collections import Counter
 
 from reranker.core import TIERS
 
-from .levels import IRRELEVANT, LEVEL_NAMES, UNJUDGED
+from .levels import FOUR_LEVEL, UNJUDGED, Levels
 from .search import Run
-
-LABELS = [*LEVEL_NAMES.values(), UNJUDGED]  # best first, then unjudged
 
 
 def ratio(part: int, whole: int) -> float | None:
     return part / whole if whole else None
 
 
-def audit(run: Run, labels: dict[str, dict[str, int]], rel_level: int) -> dict | None:
+def labels_of(levels: Levels) -> list[str]:
+    return [*levels.names.values(), UNJUDGED]  # best first, then unjudged
+
+
+def audit(run: Run, labels: dict[str, dict[str, int]], rel_level: int, levels: Levels = FOUR_LEVEL) -> dict | None:
     """None when no response of the run carried ext.lref (not an lref pipeline)."""
     if all(result.lref is None for result in run.values()):
         return None
@@ -38,14 +40,15 @@ def audit(run: Run, labels: dict[str, dict[str, int]], rel_level: int) -> dict |
         judged = labels.get(qid, {})
         for hits, is_dropped in ((result.hits, False), (result.dropped, True)):
             for hit in hits:
-                label = LEVEL_NAMES[judged[hit.id]] if hit.id in judged else UNJUDGED
+                label = levels.names[judged[hit.id]] if hit.id in judged else UNJUDGED
                 retrieved[label] += 1
                 dropped[label] += is_dropped
                 tier_by_label.setdefault(hit.tier or "unknown", Counter())[label] += 1
         tiers.update(result.lref.get("tiers") or {})
-    relevant = [LEVEL_NAMES[n] for n in LEVEL_NAMES if n >= rel_level]
-    below = [LEVEL_NAMES[n] for n in LEVEL_NAMES if n < rel_level]
-    irrelevant = LEVEL_NAMES[IRRELEVANT]
+    relevant = [name for n, name in levels.names.items() if n >= rel_level]
+    below = [name for n, name in levels.names.items() if n < rel_level]
+    irrelevant = levels.names[levels.irrelevant]
+    names = labels_of(levels)
     dropped_judged = sum(dropped.values()) - dropped[UNJUDGED]
     relevant_retrieved = sum(retrieved[label] for label in relevant)
     relevant_dropped = sum(dropped[label] for label in relevant)
@@ -56,8 +59,8 @@ def audit(run: Run, labels: dict[str, dict[str, int]], rel_level: int) -> dict |
         "hits": sum(retrieved.values()),
         "kept": sum(retrieved.values()) - sum(dropped.values()),
         "dropped": sum(dropped.values()),
-        "dropped_by_label": {label: dropped[label] for label in LABELS},
-        "retrieved_by_label": {label: retrieved[label] for label in LABELS},
+        "dropped_by_label": {label: dropped[label] for label in names},
+        "retrieved_by_label": {label: retrieved[label] for label in names},
         "dropped_judged": dropped_judged,
         "filter_precision": ratio(dropped[irrelevant], dropped_judged),
         "filter_precision_nonrelevant": ratio(sum(dropped[label] for label in below), dropped_judged),
@@ -66,7 +69,7 @@ def audit(run: Run, labels: dict[str, dict[str, int]], rel_level: int) -> dict |
         "relevant_dropped": relevant_dropped,
         "relevant_loss": ratio(relevant_dropped, relevant_retrieved),
         "tiers": {tier: int(tiers.get(tier, 0)) for tier in TIERS},
-        "tier_by_label": {tier: {label: counts[label] for label in LABELS} for tier, counts in tier_by_label.items()},
+        "tier_by_label": {tier: {label: counts[label] for label in names} for tier, counts in tier_by_label.items()},
     }
 
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 import base64
 from html import escape
 
-from .filter_audit import LABELS
-
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px;color:#222}
 table{border-collapse:collapse;margin:.6em 0 1.4em}th,td{border:1px solid #ccc;padding:.25em .6em;font-size:.9em}
@@ -64,12 +62,13 @@ def filter_section(audits: dict[str, dict]) -> str:
         return "<p>No run carried <code>ext.lref</code>: no lref tier filter to audit.</p>"
     runs = list(audits)
     out = table(["", *runs], [[escape(label), *(fmt(audits[r][key]) for r in runs)] for label, key in FILTER_ROWS])
+    labels = list(next(iter(audits.values()))["dropped_by_label"])  # the scheme's levels, best first, then unjudged
     out += "<p>Dropped hits by judged label:</p>" + table(
-        ["run", *LABELS], [[escape(r), *(audits[r]["dropped_by_label"][label] for label in LABELS)] for r in runs])
+        ["run", *labels], [[escape(r), *(audits[r]["dropped_by_label"][label] for label in labels)] for r in runs])
     out += "<p>Tier distribution (all reranked hits), and tier by judged label:</p>"
     for run, found in audits.items():
-        out += table([f"{run}: tier", "hits", *LABELS],
-                     [[escape(t), found["tiers"].get(t, 0), *(counts[label] for label in LABELS)]
+        out += table([f"{run}: tier", "hits", *labels],
+                     [[escape(t), found["tiers"].get(t, 0), *(counts[label] for label in labels)]
                       for t, counts in found["tier_by_label"].items()])
         if found["not_reranked"]:
             out += (f"<p class='worse'>{len(found['not_reranked'])} queries were not reranked "

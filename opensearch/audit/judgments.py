@@ -21,7 +21,7 @@ from pathlib import Path
 from reranker.core import json_value, jsonl_objects
 
 from . import AuditError
-from .levels import LEVEL_NAMES, level_from_relevance, to_level
+from .levels import FOUR_LEVEL, Levels
 
 FORMATS = ("jsonl", "trec", "srw", "quepid")
 SUFFIXES = {".jsonl": "jsonl", ".qrels": "trec", ".json": "srw", ".csv": "quepid"}
@@ -30,15 +30,16 @@ SUFFIXES = {".jsonl": "jsonl", ".qrels": "trec", ".json": "srw", ".csv": "quepid
 @dataclass
 class Judgments:
     format: str
+    levels: Levels = FOUR_LEVEL  # the scheme whose grades the levels below are
     queries: dict[str, str] = field(default_factory=dict)  # query id -> text ("" when the format has none)
-    qrels: dict[str, dict[str, int]] = field(default_factory=dict)  # query id -> product id -> level 1..4
+    qrels: dict[str, dict[str, int]] = field(default_factory=dict)  # query id -> product id -> level (the scheme's grade)
 
     def add(self, qid: str, text: str, doc: str, level: int, where: str) -> None:
         self.queries.setdefault(qid, text)
         docs = self.qrels.setdefault(qid, {})
         if docs.get(doc, level) != level:
             raise AuditError(f"{where}: conflicting judgments for query {qid!r}, product {doc!r} "
-                             f"({LEVEL_NAMES[docs[doc]]} and {LEVEL_NAMES[level]})")
+                             f"({self.levels.names[docs[doc]]} and {self.levels.names[level]})")
         docs[doc] = level
 
     @property
@@ -79,8 +80,8 @@ def detect_format(path: Path, text: str) -> str:
     raise AuditError(f"cannot tell the judgment format of {path}; give --format {'|'.join(FORMATS)}")
 
 
-def _jsonl(path: Path, text: str, grades: dict[float, int]) -> Judgments:
-    out = Judgments("jsonl")
+def _jsonl(path: Path, text: str, grades: dict[float, int], levels: Levels) -> Judgments:
+    out = Judgments("jsonl", levels)
     for where, row in _json_lines(path):
         query, doc = row.get("query"), _id(row.get("product_id"))
         if not isinstance(query, str) or not query.strip():
@@ -88,19 +89,19 @@ def _jsonl(path: Path, text: str, grades: dict[float, int]) -> Judgments:
         if doc is None:
             raise AuditError(f"{where}: product_id is missing or empty")
         if "level" in row:
-            level = to_level(row["level"], {float(n): n for n in LEVEL_NAMES}, f"{where}: level")
+            level = levels.to_level(row["level"], {float(n): n for n in levels.names}, f"{where}: level")
         elif "relevance" in row:
-            level = level_from_relevance(row["relevance"], where)
+            level = levels.from_relevance(row["relevance"], where)
         elif "label" in row:
-            level = to_level(row["label"], {}, f"{where}: label")
+            level = levels.to_level(row["label"], {}, f"{where}: label")
         else:
             raise AuditError(f"{where}: no level, relevance or label")
         out.add(_id(row.get("query_id")) or query.strip(), query.strip(), doc, level, where)
     return out
 
 
-def _trec(path: Path, text: str, grades: dict[float, int]) -> Judgments:
-    out = Judgments("trec")
+def _trec(path: Path, text: str, grades: dict[float, int], levels: Levels) -> Judgments:
+    out = Judgments("trec", levels)
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
@@ -109,16 +110,16 @@ def _trec(path: Path, text: str, grades: dict[float, int]) -> Judgments:
         if len(parts) != 4:
             raise AuditError(f"{where}: a qrels line needs 4 columns (QID ITER DOCID GRADE), got {len(parts)}")
         qid, _, doc, grade = parts
-        out.add(qid, "", doc, to_level(grade, grades, where), where)
+        out.add(qid, "", doc, levels.to_level(grade, grades, where), where)
     return out
 
 
-def _srw(path: Path, text: str, grades: dict[float, int]) -> Judgments:
+def _srw(path: Path, text: str, grades: dict[float, int], levels: Levels) -> Judgments:
     data = json_value(text, str(path), AuditError)
     entries = data.get("judgmentRatings") if isinstance(data, dict) else data
     if not isinstance(entries, list):
         raise AuditError(f"{path}: not a Search Relevance Workbench judgment list (no judgmentRatings)")
-    out = Judgments("srw")
+    out = Judgments("srw", levels)
     for i, entry in enumerate(entries):
         where = f"{path}: judgmentRatings[{i}]"
         query = entry.get("query") if isinstance(entry, dict) else None
@@ -132,17 +133,17 @@ def _srw(path: Path, text: str, grades: dict[float, int]) -> Judgments:
             doc = _id(rating.get("docId")) if isinstance(rating, dict) else None
             if doc is None:
                 raise AuditError(f"{at}: docId is missing or empty")
-            out.add(query.strip(), query.strip(), doc, to_level(rating.get("rating"), grades, at), at)
+            out.add(query.strip(), query.strip(), doc, levels.to_level(rating.get("rating"), grades, at), at)
     return out
 
 
-def _quepid(path: Path, text: str, grades: dict[float, int]) -> Judgments:
+def _quepid(path: Path, text: str, grades: dict[float, int], levels: Levels) -> Judgments:
     reader = csv.DictReader(io.StringIO(text))
     columns = {name.replace(" ", "").replace("_", "").lower(): name for name in reader.fieldnames or []}
     query_col, doc_col, rating_col = (columns.get(k) for k in ("query", "docid", "rating"))
     if not (query_col and doc_col and rating_col):
         raise AuditError(f"{path}: a Quepid CSV needs the header query,docid,rating")
-    out = Judgments("quepid")
+    out = Judgments("quepid", levels)
     for number, row in enumerate(reader, 2):
         where = f"{path}:{number}"
         query, doc = (row.get(query_col) or "").strip(), _id(row.get(doc_col))
@@ -152,19 +153,19 @@ def _quepid(path: Path, text: str, grades: dict[float, int]) -> Judgments:
         if doc is None:
             raise AuditError(f"{where}: docid is missing or empty")
         if rating:  # Quepid exports unrated documents with an empty rating
-            out.add(query, query, doc, to_level(rating, grades, where), where)
+            out.add(query, query, doc, levels.to_level(rating, grades, where), where)
     return out
 
 
 READERS = {"jsonl": _jsonl, "trec": _trec, "srw": _srw, "quepid": _quepid}
 
 
-def read_judgments(path: Path, fmt: str, grades: dict[float, int]) -> Judgments:
+def read_judgments(path: Path, fmt: str, grades: dict[float, int], levels: Levels = FOUR_LEVEL) -> Judgments:
     if fmt != "auto" and fmt not in FORMATS:
         raise AuditError(f"unknown judgment format {fmt!r} (use auto, {', '.join(FORMATS)})")
     text = _read_text(path)
     fmt = detect_format(path, text) if fmt == "auto" else fmt
-    judgments = READERS[fmt](path, text, grades)
+    judgments = READERS[fmt](path, text, grades, levels)
     if not judgments.count:
         raise AuditError(f"{path}: no judgments")
     return judgments

@@ -7,7 +7,7 @@ import httpx
 from tqdm import tqdm
 
 from . import AuditError
-from .levels import level_by_name
+from .levels import Levels
 from .search import Run
 
 
@@ -23,7 +23,7 @@ def unjudged(runs: dict[str, Run], qrels: dict[str, dict[str, int]]) -> dict[str
     return {qid: ids for qid, ids in out.items() if ids}
 
 
-def judge(url: str, queries: dict[str, str], todo: dict[str, list[str]], titles: dict[str, str],
+def judge(url: str, queries: dict[str, str], todo: dict[str, list[str]], titles: dict[str, str], levels: Levels,
           api_key: str | None = None, timeout_s: float = 300) -> list[dict]:
     """[{query_id, query, product_id, title, level, label, source: "llm"}] from the reranker's judge."""
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
@@ -43,9 +43,10 @@ def judge(url: str, queries: dict[str, str], todo: dict[str, list[str]], titles:
             except httpx.HTTPError as exc:
                 raise AuditError(f"--judge: /v1/classify failed for query {queries[qid]!r}: {exc}") from exc
             for pid, result in zip(ids, response.json()["results"]):
-                level = level_by_name(result["label"])
+                level = levels.by_name(result["label"])
                 if level is None:
-                    raise AuditError(f"--judge: the reranker answers label {result['label']!r}, not a four_level label")
+                    raise AuditError(f"--judge: the reranker answers label {result['label']!r}, not a "
+                                     f"{levels.scheme.name} label")
                 rows.append({"query_id": qid, "query": queries[qid], "product_id": pid, "title": titles[pid],
                              "level": level, "label": result["label"], "source": "llm"})
     return rows

@@ -20,7 +20,7 @@ from statistics import fmean
 import ir_measures
 from ir_measures import RR, Judged, P, R, nDCG
 
-from .levels import IRRELEVANT
+from .levels import FOUR_LEVEL, Levels
 
 TEST_NAME = "paired t-test (two-sided)"
 
@@ -34,17 +34,17 @@ def lower_is_better(name: str) -> bool:
 
 
 def per_query(rankings: dict[str, list[str]], qrels: dict[str, dict[str, int]], evaluated: list[str], k: int,
-              rel_level: int) -> dict[str, dict[str, float]]:
+              rel_level: int, levels: Levels = FOUR_LEVEL) -> dict[str, dict[str, float]]:
     """{metric name: {query id: value}} over `evaluated` (queries with judgments)."""
     # Rank-derived scores: trec_eval sorts by score and breaks ties by doc id, not by the engine's order.
     run = {q: {d: float(len(ids) - i) for i, d in enumerate(ids)} for q, ids in rankings.items() if ids and q in evaluated}
     judged = {q: qrels[q] for q in evaluated}
     views = [
-        ({q: {d: lv - 1 for d, lv in docs.items()} for q, docs in judged.items()},
+        ({q: {d: lv - levels.irrelevant for d, lv in docs.items()} for q, docs in judged.items()},  # gain 0 at the bottom
          {nDCG @ k: f"nDCG@{k}", nDCG(judged_only=True) @ k: f"nDCGj@{k}", Judged @ k: f"Judged@{k}"}),
         ({q: {d: int(lv >= rel_level) for d, lv in docs.items()} for q, docs in judged.items()},
          {P @ k: f"P@{k}", R @ k: f"R@{k}", RR: "MRR"}),
-        ({q: {d: int(lv == IRRELEVANT) for d, lv in docs.items()} for q, docs in judged.items()},
+        ({q: {d: int(lv == levels.irrelevant) for d, lv in docs.items()} for q, docs in judged.items()},
          {P @ k: f"IrrRate@{k}"}),
     ]
     values = {name: dict.fromkeys(evaluated, 0.0) for name in metric_names(k)}

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import io
 
-from .filter_audit import LABELS
 from .search import BASELINE
 
-LABEL_COLOURS = {"Excellent": "#1a9850", "Related": "#91cf60", "Mismatch": "#fdae61", "Irrelevant": "#d73027",
-                 "unjudged": "#bdbdbd"}
+UNJUDGED_COLOUR = "#bdbdbd"
 
 
 def _png(fig) -> bytes:
@@ -70,9 +68,12 @@ def tiers_by_label(audits: dict[str, dict], title: str) -> bytes:
     for ax, (run, found) in zip(axes[0], audits.items()):
         tiers = list(found["tier_by_label"])
         bottom = [0] * len(tiers)
-        for label in LABELS:
+        labels = list(found["retrieved_by_label"])  # the scheme's levels, best first, then unjudged
+        colours = plt.get_cmap("RdYlGn_r")  # best green ... worst red, whatever the scheme's size
+        for i, label in enumerate(labels):
             counts = [found["tier_by_label"][t][label] for t in tiers]
-            ax.bar(tiers, counts, bottom=bottom, label=label, color=LABEL_COLOURS[label])
+            colour = UNJUDGED_COLOUR if i == len(labels) - 1 else colours(i / max(len(labels) - 2, 1))
+            ax.bar(tiers, counts, bottom=bottom, label=label, color=colour)
             bottom = [b + c for b, c in zip(bottom, counts)]
         ax.set_title(f"{run}: {title}", fontsize=9)
         ax.set_ylabel("hits")

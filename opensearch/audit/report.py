@@ -8,6 +8,7 @@ from itertools import combinations
 from . import metrics
 from .filter_audit import audit, dropped_per_query
 from .judgments import Judgments
+from .levels import Levels
 from .search import BASELINE, Run
 
 Qrels = dict[str, dict[str, int]]
@@ -21,11 +22,12 @@ def merged(human: Qrels, llm: Qrels) -> Qrels:
     return out
 
 
-def score_runs(runs: dict[str, Run], qrels: Qrels, queries: dict[str, str], k: int, rel_level: int) -> dict:
+def score_runs(runs: dict[str, Run], qrels: Qrels, queries: dict[str, str], k: int, rel_level: int,
+               levels: Levels) -> dict:
     """Per-run means and per-query values, and a paired test for every pair of runs."""
     evaluated = [q for q in queries if qrels.get(q)]
-    per = {name: metrics.per_query({q: [h.id for h in r.hits] for q, r in run.items()}, qrels, evaluated, k, rel_level)
-           for name, run in runs.items()}
+    per = {name: metrics.per_query({q: [h.id for h in r.hits] for q, r in run.items()}, qrels, evaluated, k, rel_level,
+                                   levels) for name, run in runs.items()}
     comparisons = [
         {"a": a, "b": b, "test": metrics.TEST_NAME,
          "metrics": {m: metrics.paired_test(per[a][m], per[b][m]) for m in metrics.metric_names(k)}}
@@ -55,30 +57,31 @@ def worst_queries(runs: dict[str, Run], per: dict, queries: dict[str, str], qrel
 def build(meta: dict, judgments: Judgments, queries: dict[str, str], runs: dict[str, Run], k: int, rel_level: int,
           worst: int, llm_rows: list[dict] | None, llm_qrels: Qrels | None) -> dict:
     human = {q: judgments.qrels[q] for q in queries if judgments.qrels.get(q)}
-    scored = score_runs(runs, human, queries, k, rel_level)
+    levels = judgments.levels
+    scored = score_runs(runs, human, queries, k, rel_level, levels)
     report = {
         "meta": dict(meta, queries_run=len(queries), queries_evaluated=scored["evaluated_queries"],
                      queries_without_judgments=len(queries) - scored["evaluated_queries"],
                      judgments_used=sum(len(d) for d in human.values()), metrics=metrics.metric_names(k),
-                     test=metrics.TEST_NAME),
+                     test=metrics.TEST_NAME, scheme=levels.scheme.name, levels=levels.names),
         "runs": {name: {"metrics": scored["means"][name],
                         "per_query": {q: {m: v[q] for m, v in scored["per_query"][name].items()}
                                       for q in scored["per_query"][name][f"nDCG@{k}"]}}
                  for name in runs},
         "comparisons": scored["comparisons"],
-        "filter_audit": {name: found for name, run in runs.items() if (found := audit(run, human, rel_level))},
+        "filter_audit": {name: found for name, run in runs.items() if (found := audit(run, human, rel_level, levels))},
         "worst_queries": worst_queries(runs, scored["per_query"], queries, human, k, rel_level, worst),
         "queries": queries,
     }
     if llm_rows is not None:
         both = merged(human, llm_qrels or {})
-        with_llm = score_runs(runs, both, queries, k, rel_level)
+        with_llm = score_runs(runs, both, queries, k, rel_level, levels)
         report["llm"] = {
             "source": "llm", "note": "labels from the LLM judge for hits no human judged; not human judgments",
             "judge_url": meta.get("judge_url"), "count": len(llm_rows), "labels": llm_rows,
             "evaluated_queries": with_llm["evaluated_queries"],
             "metrics_human_plus_llm": with_llm["means"], "comparisons_human_plus_llm": with_llm["comparisons"],
             "filter_audit_human_plus_llm": {name: found for name, run in runs.items()
-                                            if (found := audit(run, both, rel_level))},
+                                            if (found := audit(run, both, rel_level, levels))},
         }
     return report
