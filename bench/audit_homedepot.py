@@ -53,7 +53,7 @@ def main() -> int:
         httpx.post(f"{args.opensearch}/products/_search", params={"search_pipeline": "lref-rerank"}, timeout=180,
                    json={"query": {"match": {"title": query}}, "size": args.size,
                          "ext": {"rerank": {"query_context": {"query_text": query}}}})
-    command = [sys.executable, "-m", "reranker.cli", "audit", str(args.dev), "--opensearch", args.opensearch,
+    command = [sys.executable, "-m", "lref", "audit", str(args.dev), "--opensearch", args.opensearch,
                "--limit", str(args.queries), "--size", str(args.size), "--k", str(args.k), "--pipeline", "lref-rerank",
                "--out", str(args.out)]
     print("running:", " ".join(command[2:]))

@@ -26,9 +26,9 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from lref_opensearch.audit import metrics, search  # noqa: E402
-from lref_opensearch.audit.judgments import query_set, read_judgments  # noqa: E402
-from lref_opensearch.audit.levels import FOUR_LEVEL  # noqa: E402
+from apps.audit import metrics, search  # noqa: E402
+from apps.audit.judgments import query_set, read_judgments  # noqa: E402
+from apps.audit.levels import FOUR_LEVEL  # noqa: E402
 from reranker.core import TierPolicy, judge_all  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "homedepot"
@@ -41,7 +41,7 @@ def judged_hits(args, chosen: dict[str, str]) -> dict[str, dict]:
     """{query id: {"ids": [...], "probs": [[...], ...]}}: BM25's top hits and the judge's raw label probabilities."""
     if args.probs.exists():
         return json.loads(args.probs.read_text())
-    from lref_plugin.install import connect
+    from engine.client import connect
     from reranker.backends import ScoreJob, build_backend
     from reranker.api import build_config
 

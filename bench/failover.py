@@ -39,6 +39,7 @@ from rich.console import Console
 from rich.table import Table
 
 from load import PIPELINE, ROOT, free_port, lref, search_body, stack_arguments  # bench/ is the script's own folder
+from reranker.console import stop_process
 from search_latency import queries_from
 
 out = Console(width=160)  # the table unfolded, also in a log
@@ -79,7 +80,7 @@ def wait_ok(url: str, proc: subprocess.Popen | None, what: str, timeout: float =
 
 class Stack:
     def __init__(self, model: str | None, logs: Path) -> None:
-        from lref_opensearch.node import NodeSettings
+        from engine.node import NodeSettings
 
         self.port, self.tport = consecutive_free(3), consecutive_free(3)
         self.state = NodeSettings().base / "nodes" / f"bench-failover-{self.port}"
@@ -91,7 +92,7 @@ class Stack:
 
     def _spawn(self, args: list[str], log: str) -> subprocess.Popen:
         with open(self.logs / log, "w") as sink:
-            proc = subprocess.Popen([sys.executable, "-m", "reranker.cli", *args], stdout=sink,
+            proc = subprocess.Popen([sys.executable, "-m", "lref", *args], stdout=sink,
                                     stderr=subprocess.STDOUT, cwd=ROOT)
         self.procs.append(proc)
         return proc
@@ -127,12 +128,7 @@ class Stack:
 
     def stop(self) -> None:
         for proc in self.procs:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+            stop_process(proc)
         lref("opensearch", "down", "--port", str(self.port), "--state", str(self.state), timeout=180)
         shutil.rmtree(self.state, ignore_errors=True)
 

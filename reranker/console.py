@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -70,3 +72,14 @@ def api_key_from(file, env: str = "LREF_API_KEY") -> str | None:
     if not (key.isascii() and key.isprintable()) or any(c.isspace() for c in key):
         fail(f"{where}: the key must be one word of printable ASCII characters (an HTTP header carries it)")
     return key
+
+
+def stop_process(proc, timeout_s: float = 30) -> None:
+    """Terminate a child we started (a reranker, a replica) and reap it; killed if it will not stop."""
+    if proc.poll() is None:
+        proc.terminate()
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

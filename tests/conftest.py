@@ -12,7 +12,8 @@ import httpx
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from lref_opensearch import artifacts  # noqa: E402
+from engine import artifacts  # noqa: E402
+from reranker.console import stop_process  # noqa: E402
 from tiny import build_tiny_model  # noqa: E402
 
 
@@ -77,7 +78,7 @@ class Server:
                  command: str = "serve") -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        cmd = [sys.executable, "-m", "reranker.cli", command, "--port", str(self.port), *args]
+        cmd = [sys.executable, "-m", "lref", command, "--port", str(self.port), *args]
         self.log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"lref-{command}-{self.port}.log", "w+")
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
 
@@ -100,11 +101,7 @@ class Server:
         return self.log.read()
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        stop_process(self.proc, timeout_s=20)
         self.log.close()
 
 
@@ -127,7 +124,7 @@ def keyed_server(tiny_model_dir, tmp_path_factory):
 
 
 def _node(version: str, secure: bool = False, nodes: int = 1):
-    from engine import TestNode
+    from stack import TestNode
 
     node = TestNode(free_ports(nodes), free_ports(nodes), version, secure, nodes)
     started = node.up()

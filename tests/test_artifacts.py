@@ -7,7 +7,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import io
-import json
 import os
 import re
 import subprocess
@@ -19,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from lref_opensearch import artifacts
-from lref_opensearch.artifacts import Artifact, ArtifactError, fetch
+from engine import artifacts
+from engine.artifacts import Artifact, ArtifactError, fetch
 
 LREF = Path(sys.executable).parent / "lref"
 
@@ -133,7 +132,7 @@ def test_the_committed_lock_covers_the_default_version():
     for a in needed:
         entry = pins[a.coordinates]
         assert entry["file"] == a.filename and entry["size"] > 0 and re.fullmatch(r"[0-9a-f]{64}", entry["sha256"])
-    assert artifacts.LOCK_FILE.suffix == ".json"  # packaged with lref_opensearch.definitions' *.json
+    assert artifacts.LOCK_FILE.suffix == ".json"  # packaged with lref_opensearch's *.json
 
 
 def _dist_zip(version: str, modules: bool) -> bytes:

@@ -14,11 +14,11 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import Server, free_port
-from engine import lref
-from lref_opensearch.audit import AuditError, metrics
-from lref_opensearch.audit.judgments import query_set, read_judgments, read_queries
-from lref_opensearch.audit.levels import FOUR_LEVEL, Levels
-from reranker.cli import app
+from stack import lref
+from apps.audit import AuditError, metrics
+from apps.audit.judgments import query_set, read_judgments, read_queries
+from apps.audit.levels import FOUR_LEVEL, Levels
+from lref.cli import app
 
 INDEX = "audit-products"
 CATALOG = {

@@ -12,7 +12,7 @@ from conftest import Server
 
 
 def lref(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "reranker.cli", *args], capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "lref", *args], capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.mark.parametrize(
@@ -57,7 +57,7 @@ def test_a_hub_id_that_cannot_be_fetched_fails_at_once(tmp_path):
     # HF_HUB_OFFLINE stands for a machine without the hub (this one has none either), and an
     # empty hub cache for a model never downloaded
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
-    result = subprocess.run([sys.executable, "-m", "reranker.cli", "score", "q", "t", "--model", "owner/never-fetched"],
+    result = subprocess.run([sys.executable, "-m", "lref", "score", "q", "t", "--model", "owner/never-fetched"],
                             capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 2 and "'owner/never-fetched'" in result.stderr and "local hub cache" in result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
@@ -101,7 +101,7 @@ def test_an_api_key_file_without_a_usable_key_is_refused(tmp_path, command, cont
 
     key = tmp_path / "key"
     key.write_bytes(content)
-    result = subprocess.run([sys.executable, "-m", "reranker.cli", *command, "--api-key-file", str(key)],
+    result = subprocess.run([sys.executable, "-m", "lref", *command, "--api-key-file", str(key)],
                             capture_output=True, text=True, timeout=120, env={**os.environ, "LREF_API_KEY": "s3cret"})
     assert result.returncode == 2 and fragment in result.stderr, result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from conftest import free_port
-from reranker.cli import app
+from lref.cli import app
 
 EXAMPLES = 60  # per command (derandomized: the same cases every run); 500 each also passed, in 71 s
 
@@ -88,9 +88,9 @@ def forbid_starting(monkeypatch) -> None:
     """What a case must never reach: each replaced by a failure that names it."""
     import uvicorn
 
-    import lref_opensearch.node as node
-    import lref_opensearch.store.demo as demo
-    import lref_plugin.build as build
+    import engine.node as node
+    import apps.store.demo as demo
+    import engine.build as build
     import training.runner as runner
 
     def reached(what):

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from conftest import listening_addresses
-from engine import SearchLoad, ids, lref, ready_stack, search
+from stack import SearchLoad, ids, lref, ready_stack, search
 from test_opensearch import CATALOG, INDEX, QUERY, engine_reranker  # noqa: F401 (a fixture, one for this module)
 
 

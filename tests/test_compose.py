@@ -8,12 +8,13 @@ import os
 import re
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 
 import pytest
 import yaml
 
-from lref_opensearch.artifacts import DEFAULT_VERSION
+from engine.artifacts import DEFAULT_VERSION
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -108,8 +109,13 @@ def test_build_contexts_and_dockerfiles_exist(config):
     assert config["services"]["opensearch"]["build"]["args"]["OPENSEARCH_VERSION"] == DEFAULT_VERSION
     assert "FROM opensearchproject/opensearch:${OPENSEARCH_VERSION}" in opensearch
     assert "opensearch-plugin install --batch file:///tmp/lref-tier-filter.zip" in opensearch
-    # The Maven stage builds the artefact name plugin/build.py expects from the same sources.
-    from lref_plugin.build import ARTIFACT
+    # `pip install .` in the lref image needs the folder of every package pyproject.toml lists.
+    tool = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    folders = {tool["package-dir"].get(p, p).split(".")[0] for p in tool["packages"]}
+    copied = {s.rstrip("/") for s in _copy_sources(REPO / "docker" / "reranker.Dockerfile")}
+    assert folders <= copied, folders - copied
+    # The Maven stage builds the artefact name engine/build.py expects from the same sources.
+    from engine.build import ARTIFACT
 
     assert f"/src/target/{ARTIFACT}" in opensearch and "COPY plugin/tier-filter/ ./" in opensearch
     for setting in ("only_run_on_ml_node: false", "connector.private_ip_enabled: true", "trusted_connector_endpoints_regex"):

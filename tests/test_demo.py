@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from conftest import Server, free_port
-from engine import lref
+from stack import lref
 
 QUERY = "cordless drill"
 INDEX = "lref-demo-test"
@@ -30,7 +30,7 @@ class Demo(Server):
         self.url = f"http://127.0.0.1:{self.port}"
         self.reranker_url = f"http://127.0.0.1:{self.reranker_port}"
         self.log = open(log_path, "w+")
-        cmd = [sys.executable, "-m", "reranker.cli", "demo", "--port", str(self.port),
+        cmd = [sys.executable, "-m", "lref", "demo", "--port", str(self.port),
                "--opensearch-port", str(node.port), "--opensearch-state", str(node.state), "--reranker-port", str(self.reranker_port),
                "--model", str(model), "--catalog", "sample", "--index", INDEX, "--size", "20", "--read-timeout-s", "10"]
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
@@ -137,13 +137,13 @@ def test_search_api_reports_what_the_reranker_judged(demo):
 
 
 def _sample() -> str:
-    from lref_opensearch.store.demo import sample_catalog
+    from apps.store.demo import sample_catalog
 
     return str(sample_catalog())
 
 
 def test_sample_catalog_is_valid_and_sized():
-    from lref_opensearch.catalog import read_catalog
+    from engine.catalog import read_catalog
 
     products = read_catalog(Path(_sample()))
     assert 150 <= len(products) <= 300
@@ -165,7 +165,7 @@ def test_sample_catalog_is_valid_and_sized():
 def test_bad_demo_input_is_one_line_and_exit_2(args, message):
     from typer.testing import CliRunner
 
-    from reranker.cli import app
+    from lref.cli import app
 
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
@@ -192,7 +192,7 @@ def test_a_reranker_that_fails_to_load_is_one_line_and_stopped(tmp_path):
     broken.write_bytes(b"GGUF" + (3).to_bytes(4, "little") + bytes(16))
     reranker_port = free_port()
     done = subprocess.run(
-        [sys.executable, "-m", "reranker.cli", "demo", "--catalog", "sample", "--model", str(broken),
+        [sys.executable, "-m", "lref", "demo", "--catalog", "sample", "--model", str(broken),
          "--opensearch-url", f"http://127.0.0.1:{free_port()}", "--reranker-port", str(reranker_port),
          "--port", str(free_port())], capture_output=True, text=True, timeout=300)
     _one_line_exit_2(done, "the reranker exited with code 2: model failed to load")
@@ -204,7 +204,7 @@ def test_an_opensearch_error_after_start_is_one_line(opensearch_node):
     # A reachable node and an index name it would refuse (names must be lowercase): refused in one
     # line before anything is written. It fails before the reranker is needed, so none is given.
     done = subprocess.run(
-        [sys.executable, "-m", "reranker.cli", "demo", "--catalog", "sample", "--index", "Not-Lowercase",
+        [sys.executable, "-m", "lref", "demo", "--catalog", "sample", "--index", "Not-Lowercase",
          "--opensearch-url", opensearch_node.url, "--reranker-url", f"http://127.0.0.1:{free_port()}",
          "--port", str(free_port())], capture_output=True, text=True, timeout=120)
     _one_line_exit_2(done, "index 'Not-Lowercase' is not a valid OpenSearch index name")

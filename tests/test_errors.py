@@ -15,7 +15,7 @@ import pytest
 from conftest import free_port
 from reranker.errors import LrefError
 
-PACKAGES = ("reranker", "training", "lref_opensearch", "lref_plugin")
+PACKAGES = ("reranker", "training", "engine", "apps", "lref")
 # Errors that never reach a user as such: the service turns ApiError into its JSON 4xx, and the rest
 # are caught where they are raised (a client that hung up, an attention kind shared-prefix scoring
 # cannot use, the demo store's upstream failures shown in its page).
@@ -23,7 +23,7 @@ INTERNAL = {"ApiError", "ClientGone", "UnsupportedAttention", "UpstreamError"}
 
 
 def lref(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "reranker.cli", *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-m", "lref", *args], capture_output=True, text=True, timeout=120)
 
 
 def project_exceptions() -> dict[str, type]:
@@ -67,7 +67,7 @@ def test_an_error_from_any_room_is_one_line_and_exit_2(room, args, fragment, tmp
 
 
 def test_the_core_and_the_commands_import_without_torch():
-    probe = ("import sys, reranker.core, reranker.cli, lref_plugin.install, lref_opensearch.catalog; "
+    probe = ("import sys, reranker.core, lref.cli, engine.install, engine.catalog; "
              "print('torch' in sys.modules); from reranker.core import LabelHead; print('torch' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert result.stdout.split() == ["False", "True"], result.stderr  # scoring still comes from the core, on first use

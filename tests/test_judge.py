@@ -21,7 +21,7 @@ from reranker.models.judge import CARD, read_card, weights_sha256
 
 
 def lref(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "reranker.cli", *args], capture_output=True, text=True, timeout=600)
+    return subprocess.run([sys.executable, "-m", "lref", *args], capture_output=True, text=True, timeout=600)
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from conftest import assert_json_error, post
-from engine import lref
+from stack import lref
 from reranker.backends import ScoreJob, build_backend
 from reranker.service.batcher import MicroBatcher
 from reranker.service.config import ServiceConfig
@@ -129,7 +129,7 @@ def test_a_request_that_fails_in_the_model_fails_alone(tiny_model_dir):
     ([b"drill", b"ok", b"ti\xfetle"], "title 1: not valid UTF-8 text"),
 ])
 def test_cli_refuses_bytes_that_are_not_text(tiny_model_dir, argv, fragment):
-    cmd = [sys.executable.encode(), b"-m", b"reranker.cli", b"score", *argv, b"--model", str(tiny_model_dir).encode()]
+    cmd = [sys.executable.encode(), b"-m", b"lref", b"score", *argv, b"--model", str(tiny_model_dir).encode()]
     done = subprocess.run(cmd, capture_output=True, timeout=300)
     stderr = done.stderr.decode(errors="replace")
     assert done.returncode == 2 and fragment in stderr and "Traceback" not in stderr

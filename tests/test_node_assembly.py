@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from lref_opensearch import artifacts
-from lref_opensearch.java import JavaError, find_java_home, java_major
-from lref_opensearch.node import NodeSettings, ensure_module
+from engine import artifacts
+from engine.java import JavaError, find_java_home, java_major
+from engine.node import NodeSettings, ensure_module
 
 
 @pytest.mark.parametrize("name", artifacts.MAVEN_MODULES)
@@ -42,16 +42,16 @@ def test_java_for_opensearch_2_is_17_to_23(monkeypatch, tmp_path):
         (home / "bin" / "java").touch()
         (home / "release").write_text(f'JAVA_VERSION="{major}.0.1"\n')
         homes.append(home)
-    monkeypatch.setattr("lref_opensearch.java.candidates", lambda: homes)
+    monkeypatch.setattr("engine.java.candidates", lambda: homes)
     assert find_java_home("2.19.1") == homes[2]
     assert find_java_home("3.6.0") == homes[0]
-    monkeypatch.setattr("lref_opensearch.java.candidates", lambda: homes[:2])
+    monkeypatch.setattr("engine.java.candidates", lambda: homes[:2])
     with pytest.raises(JavaError, match="needs a Java runtime 17 to 23"):
         find_java_home("2.19.1")
 
 
 def test_missing_java_is_a_clear_error(monkeypatch):
-    monkeypatch.setattr("lref_opensearch.java.candidates", lambda: [])
+    monkeypatch.setattr("engine.java.candidates", lambda: [])
     with pytest.raises(JavaError, match="needs a Java runtime 21"):
         find_java_home("3.6.0")
 
@@ -72,7 +72,7 @@ def test_the_plugin_command_builds_the_zip_for_each_engine_line(request, tmp_pat
     import zipfile
 
     version = request.getfixturevalue(fixture).version
-    done = subprocess.run([sys.executable, "-m", "reranker.cli", "opensearch", "plugin", "--version", version,
+    done = subprocess.run([sys.executable, "-m", "lref", "opensearch", "plugin", "--version", version,
                            "--out", str(tmp_path / "zips")], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     path, _, digest = done.stdout.split()

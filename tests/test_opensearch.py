@@ -11,9 +11,9 @@ import httpx
 import pytest
 
 from conftest import Server, free_port, listening_addresses, metric
-from engine import DelayProxy, SearchLoad, TestNode, ids, install, lref, ready_stack
-from engine import search as engine_search
-from lref_opensearch.node import pids_naming
+from stack import DelayProxy, SearchLoad, TestNode, ids, install, lref, ready_stack
+from stack import search as engine_search
+from engine.node import pids_naming
 
 QUERY = "cordless drill"
 INDEX = "products"
@@ -106,7 +106,7 @@ def test_pipeline_reorders_tiers_and_drops_bad(stack, engine_reranker):
 
 
 def test_an_updated_connector_says_what_changed():
-    from lref_plugin.install import InstallSpec, connector_body, connector_changes
+    from engine.install import InstallSpec, connector_body, connector_changes
 
     old = connector_body(InstallSpec(read_timeout_s=30))  # e.g. a demo's connector, before both defaulted to 10 s
     new = connector_body(InstallSpec(reranker_url="http://localhost:8000"))

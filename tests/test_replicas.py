@@ -8,8 +8,8 @@ import time
 import httpx
 import pytest
 
-from conftest import Server, free_port
-from engine import SearchLoad, ids, lref, ready_stack, search
+from conftest import Server
+from stack import SearchLoad, ids, lref, ready_stack, search
 from reranker.balancer import Balancer, haproxy_config
 
 from test_opensearch import CATALOG, QUERY, engine_args

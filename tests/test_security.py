@@ -14,10 +14,10 @@ import pytest
 import yaml
 from fastapi.testclient import TestClient
 
-from engine import lref
-from lref_opensearch import security
-from lref_opensearch.access import Access
-from lref_opensearch.store.app import StoreConfig, create_store_app
+from stack import lref
+from engine import security
+from engine.access import Access
+from apps.store.app import StoreConfig, create_store_app
 
 
 def one_line_error(done, *needles: str) -> str:

@@ -41,7 +41,7 @@ def judgments() -> list[dict]:
 
 
 def lref(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "reranker.cli", *args], capture_output=True, text=True, timeout=900)
+    return subprocess.run([sys.executable, "-m", "lref", *args], capture_output=True, text=True, timeout=900)
 
 
 @pytest.fixture(scope="module")
@@ -606,7 +606,7 @@ def test_a_killed_run_resumes_from_its_checkpoint(tiny_model_dir, tmp_path):
               "lora": {"r": 4, "alpha": 8}, "sft": {"epochs": 10, "batch_size": 4, "save_steps": 2, "compile": False},
               "dpo_debias": {"enabled": False}, "dpo_passn": {"enabled": False}, "grpo": {"enabled": False}}
     (tmp_path / "train.yaml").write_text(yaml.safe_dump(config))
-    cmd = [sys.executable, "-m", "reranker.cli", "train", "--config", str(tmp_path / "train.yaml")]
+    cmd = [sys.executable, "-m", "lref", "train", "--config", str(tmp_path / "train.yaml")]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     phase = tmp_path / "run" / "sft" / "phase0-label"
     deadline = time.time() + 300
@@ -639,7 +639,7 @@ def test_a_deadline_stops_sft_and_the_run_still_ends_with_an_eval(tiny_model_dir
               "dpo_debias": {"enabled": False}, "dpo_passn": {"enabled": False}, "grpo": {"enabled": False},
               "eval": {"betas": [0.5]}}
     (tmp_path / "train.yaml").write_text(yaml.safe_dump(config))
-    cmd = [sys.executable, "-m", "reranker.cli", "train", "--config", str(tmp_path / "train.yaml")]
+    cmd = [sys.executable, "-m", "lref", "train", "--config", str(tmp_path / "train.yaml")]
     bad = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "LREF_SFT_DEADLINE": "soon"})
     assert bad.returncode == 2 and "LREF_SFT_DEADLINE must be a Unix time" in bad.stderr and "Traceback" not in bad.stderr
     assert not (tmp_path / "run/sft/.done").exists()

@@ -11,7 +11,7 @@ from opensearchpy import OpenSearch, helpers
 from opensearchpy.exceptions import TransportError
 from tqdm import tqdm
 
-from lref_plugin.install import InstallError, call, definition, reason
+from engine.client import EngineError, call, definition, reason
 from reranker.core import jsonl_objects
 from reranker.errors import LrefError
 
@@ -84,7 +84,7 @@ def read_catalog(path: Path) -> list[dict]:
 
 
 def ensure_index(client: OpenSearch, index: str, recreate: bool = False) -> bool:
-    """Create the index from opensearch/definitions/products_index.json; True when created."""
+    """Create the index from opensearch/products_index.json; True when created."""
     exists = client.indices.exists(index=index)
     if exists and not recreate:
         return False
@@ -119,7 +119,7 @@ def load(client: OpenSearch, path: Path, index: str = DEFAULT_INDEX, recreate: b
     try:
         return _index(client, products, index, recreate, chunk_size)
     except TransportError as exc:  # e.g. a read-only user of a secured cluster: 403
-        raise InstallError(f"loading into {index}: {reason(exc)}") from exc
+        raise EngineError(f"loading into {index}: {reason(exc)}") from exc
 
 
 def _index(client: OpenSearch, products: list[dict], index: str, recreate: bool, chunk_size: int) -> int:
@@ -145,6 +145,6 @@ def _index(client: OpenSearch, products: list[dict], index: str, recreate: bool,
             kept = f"index {index} removed again, nothing loaded"
         else:
             kept = f"{done} of {len(products)} products were written into the existing index {index}"
-        raise InstallError(f"{len(failures)} product(s) were refused by OpenSearch ({kept}); first: "
+        raise EngineError(f"{len(failures)} product(s) were refused by OpenSearch ({kept}); first: "
                            f"product_id {first.get('_id')}: {why}")
     return done

@@ -6,12 +6,14 @@ import hashlib
 import os
 import shutil
 import subprocess
+from importlib import resources
 from pathlib import Path
 
-from lref_opensearch.java import find_java_home, required_major
+from engine.java import find_java_home, required_major
 from reranker.errors import LrefError
 
-SOURCE = Path(__file__).resolve().parent / "tier-filter"
+# The Java processor's Maven project ships as data of the `plugin` package (plugin/tier-filter).
+SOURCE = Path(str(resources.files("plugin"))) / "tier-filter"
 ARTIFACT = "lref-tier-filter-0.1.0.zip"
 
 

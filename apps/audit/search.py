@@ -11,7 +11,7 @@ from opensearchpy import OpenSearch
 from opensearchpy.exceptions import ConnectionTimeout, TransportError
 from tqdm import tqdm
 
-from lref_plugin.install import reason
+from engine.client import reason
 from reranker.core import json_value
 
 from . import AuditError

@@ -392,7 +392,7 @@ def port_free(port: int) -> bool:
 
 def with_tier_filter(settings: NodeSettings, log=print) -> NodeSettings:
     """The settings with our tier-filter plugin built (once per source) to be installed."""
-    from lref_plugin.build import build_tier_filter
+    from engine.build import build_tier_filter
 
     _check_security(settings)
     settings.extra_plugins = (build_tier_filter(settings.base / "downloads", settings.version, log=log),)

@@ -9,19 +9,17 @@ import json
 import re
 import time
 from dataclasses import dataclass, field
-from importlib import resources
 from typing import Callable
 from urllib.parse import urlsplit
 
 from opensearchpy import OpenSearch
-from opensearchpy.exceptions import ConnectionError as OSConnectionError
-from opensearchpy.exceptions import SerializationError, SSLError, TransportError
+from opensearchpy.exceptions import TransportError
 
-from lref_opensearch.access import NO_ACCESS, Access, tls_problem
-from lref_plugin.policy import agreed, served_policy
-from lref_plugin.smoke import predict_check
+from engine.access import NO_ACCESS, Access
+from engine.client import EngineError, call, connect, definition, http_url, reason
+from engine.policy import agreed, served_policy
+from engine.smoke import predict_check
 from reranker.core import TIERS, load_scheme
-from reranker.errors import LrefError
 
 CONNECTOR_NAME = "lref-reranker"
 MODEL_NAME = "lref-reranker"
@@ -29,20 +27,9 @@ REQUIRED_PLUGINS = ("opensearch-ml", "opensearch-neural-search", "lref-tier-filt
 FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
 
 
-class InstallError(LrefError, RuntimeError):
-    pass
-
-
 # One default for `lref opensearch install` and `lref demo`, so that one does not silently
 # rewrite the other's connector with a different timeout.
 DEFAULT_READ_TIMEOUT_S = 10
-
-
-def definition(name: str) -> dict:
-    text = resources.files("lref_opensearch").joinpath("definitions", name).read_text()
-    data = json.loads(text)
-    data.pop("_comment", None)
-    return data
 
 
 @dataclass
@@ -54,7 +41,7 @@ class InstallSpec:
     connect_timeout_s: int = 2
     read_timeout_s: int = DEFAULT_READ_TIMEOUT_S
     document_fields: list[str] = field(default_factory=lambda: ["title"])
-    # None: the running reranker's (its /health), else DEFAULT_MIN_TIER / four_level (plugin/policy.py)
+    # None: the running reranker's (its /health), else DEFAULT_MIN_TIER / four_level (engine/policy.py)
     min_tier: str | None = None
     scheme: str | None = None
     levels: tuple[str, ...] = ()  # the scheme's level names, best first, as the reranker reported them
@@ -62,83 +49,26 @@ class InstallSpec:
 
     def validate(self) -> None:
         if not http_url(self.opensearch_url):
-            raise InstallError(f"OpenSearch URL must look like http(s)://host:port, got {self.opensearch_url!r}")
+            raise EngineError(f"OpenSearch URL must look like http(s)://host:port, got {self.opensearch_url!r}")
         if not http_url(self.reranker_url):
-            raise InstallError(f"reranker URL must look like http://host:port, got {self.reranker_url!r}")
+            raise EngineError(f"reranker URL must look like http://host:port, got {self.reranker_url!r}")
         for name in ("connect_timeout_s", "read_timeout_s"):
             if not 1 <= getattr(self, name) <= 600:
-                raise InstallError(f"{name} must be between 1 and 600 seconds, got {getattr(self, name)}")
+                raise EngineError(f"{name} must be between 1 and 600 seconds, got {getattr(self, name)}")
         if not self.document_fields or not all(FIELD_NAME.match(f) for f in self.document_fields):
-            raise InstallError(f"document fields must be field names, got {self.document_fields!r}")
+            raise EngineError(f"document fields must be field names, got {self.document_fields!r}")
         if self.min_tier is not None and self.min_tier not in TIERS:
-            raise InstallError(f"min tier must be one of {', '.join(TIERS)}, got {self.min_tier!r}")
+            raise EngineError(f"min tier must be one of {', '.join(TIERS)}, got {self.min_tier!r}")
         try:
             if self.scheme is not None:
                 load_scheme(self.scheme)
         except Exception as exc:  # SchemeError or a bad file: one line either way
-            raise InstallError(str(exc)) from exc
+            raise EngineError(str(exc)) from exc
 
     @property
     def endpoint_regex(self) -> str:
         parts = urlsplit(self.reranker_url)
         return "^" + re.escape(f"{parts.scheme}://{parts.netloc}") + "/.*$"
-
-
-def http_url(url: str) -> bool:
-    """Whether `url` is http(s)://host[:port][/path] with a usable port, and no query or fragment
-    (an endpoint's URL gets paths appended)."""
-    try:
-        parts = urlsplit(url)
-        return (parts.scheme in ("http", "https") and bool(parts.hostname) and (parts.port is None or parts.port > 0)
-                and not parts.query and not parts.fragment)
-    except ValueError:  # a port that is not a number or out of range, a broken IPv6 literal
-        return False
-
-
-def connect(url: str, access: Access = NO_ACCESS) -> OpenSearch:
-    """A client for the OpenSearch node at `url`, which must answer as one (certificates checked)."""
-    if not http_url(url):
-        raise InstallError(f"OpenSearch URL must look like http(s)://host:port, got {url!r}")
-    if url.startswith("http:") and access.user is not None and urlsplit(url).hostname not in ("127.0.0.1", "localhost", "::1"):
-        raise InstallError(f"--user would send its password unencrypted to {url}: use https://")
-    client = OpenSearch(url, timeout=30, **access.opensearch_kwargs())
-    try:
-        info = client.info()
-    except SSLError as exc:
-        hint = (f"its certificate does not chain to --ca-cert {access.ca_cert}" if access.ca_cert
-                else "pass the CA that signed the cluster's certificate with --ca-cert")
-        raise InstallError(f"TLS to {url} failed: {tls_problem(exc) or exc.error} ({hint})") from exc
-    except OSConnectionError as exc:
-        raise InstallError(f"cannot reach OpenSearch at {url} (is it up? `lref opensearch up`)") from exc
-    except TransportError as exc:
-        if exc.status_code == 401:
-            raise InstallError(f"{url} refused the credentials (HTTP 401): pass --user and --password-file "
-                               "of a user of that cluster") from exc
-        if exc.status_code == 403:
-            raise InstallError(f"{url}: user {access.user} may not read the cluster (HTTP 403)") from exc
-        raise InstallError(f"{url} is not an OpenSearch node (HTTP {exc.status_code})") from exc
-    except SerializationError as exc:  # an HTTP server that does not answer JSON
-        raise InstallError(f"{url} is not an OpenSearch node (its answer is not JSON)") from exc
-    if not isinstance(info, dict) or info.get("version", {}).get("distribution") != "opensearch":
-        raise InstallError(f"{url} is not an OpenSearch node")
-    return client
-
-
-def call(client: OpenSearch, method: str, path: str, body: dict | None = None, what: str = "") -> dict:
-    try:
-        return client.transport.perform_request(method, path, body=body)
-    except TransportError as exc:
-        raise InstallError(f"{what or path}: {reason(exc)}") from exc
-
-
-def reason(exc: TransportError) -> str:
-    info = exc.info if isinstance(exc.info, dict) else {}
-    error = info.get("error")
-    if isinstance(error, dict):
-        return f"{error.get('reason') or error.get('type')} (HTTP {exc.status_code})"
-    # A HEAD request's refusal has no body: say what the status means.
-    said = error or (exc.error if exc.error not in (None, "", "N/A") else None)
-    return f"{said or {401: 'not authenticated', 403: 'this user may not do that'}.get(exc.status_code, 'refused')} (HTTP {exc.status_code})"
 
 
 # ---- the steps -------------------------------------------------------------------------------
@@ -147,7 +77,7 @@ def check_plugins(client: OpenSearch) -> None:
     present = {p["component"] for p in client.cat.plugins(format="json")}
     missing = [p for p in REQUIRED_PLUGINS if p not in present]
     if missing:
-        raise InstallError(f"OpenSearch lacks plugin(s) {', '.join(missing)} (`lref opensearch up` installs them)")
+        raise EngineError(f"OpenSearch lacks plugin(s) {', '.join(missing)} (`lref opensearch up` installs them)")
 
 
 def ensure_settings(client: OpenSearch, spec: InstallSpec) -> str:
@@ -195,7 +125,7 @@ def _search(client: OpenSearch, kind: str, name: str) -> list[dict]:
     except TransportError as exc:
         if exc.status_code == 404:  # no ML index yet: nothing was ever created
             return []
-        raise InstallError(f"searching ML {kind}: {reason(exc)}") from exc
+        raise EngineError(f"searching ML {kind}: {reason(exc)}") from exc
     return [dict(h["_source"], _id=h["_id"]) for h in found["hits"]["hits"] if h["_source"].get("name") == name]
 
 
@@ -241,7 +171,7 @@ def _wait_deployed(client: OpenSearch, model_id: str, timeout_s: float = 60) -> 
         if state == "DEPLOY_FAILED":
             break
         time.sleep(0.5)
-    raise InstallError(f"model {model_id} did not deploy (state {state}); see the OpenSearch log")
+    raise EngineError(f"model {model_id} did not deploy (state {state}); see the OpenSearch log")
 
 
 def ensure_model(client: OpenSearch, connector_id: str) -> tuple[str, str]:
@@ -267,7 +197,7 @@ def _task_model(client: OpenSearch, task_id: str) -> str:
         if task.get("model_id"):
             return task["model_id"]
         time.sleep(0.5)
-    raise InstallError(f"model registration task {task_id} did not finish")
+    raise EngineError(f"model registration task {task_id} did not finish")
 
 
 def pipeline_bodies(spec: InstallSpec, model_id: str) -> dict[str, dict]:
@@ -292,7 +222,7 @@ def ensure_pipelines(client: OpenSearch, spec: InstallSpec, model_id: str) -> di
             current = client.transport.perform_request("GET", f"/_search/pipeline/{name}").get(name)
         except TransportError as exc:
             if exc.status_code != 404:
-                raise InstallError(f"reading pipeline {name}: {reason(exc)}") from exc
+                raise EngineError(f"reading pipeline {name}: {reason(exc)}") from exc
             current = None
         if current == body:
             actions[name] = "unchanged"
@@ -303,9 +233,9 @@ def ensure_pipelines(client: OpenSearch, spec: InstallSpec, model_id: str) -> di
 
 
 def install(spec: InstallSpec, log: Callable[[str], None] = print) -> list[tuple[str, str, str]]:
-    """Returns (what, id, action) rows; raises InstallError with a one-line reason."""
+    """Returns (what, id, action) rows; raises EngineError with a one-line reason."""
     spec.validate()
-    spec, policy_source = agreed(spec, served_policy(spec.reranker_url, spec.api_key), InstallError)
+    spec, policy_source = agreed(spec, served_policy(spec.reranker_url, spec.api_key))
     log(f"tier policy of the reranker at {spec.reranker_url}: {policy_source}")
     client = connect(spec.opensearch_url, spec.access)
     check_plugins(client)
@@ -317,7 +247,7 @@ def install(spec: InstallSpec, log: Callable[[str], None] = print) -> list[tuple
     for name, pipeline_action in ensure_pipelines(client, spec, model_id).items():
         rows.append(("search pipeline", name, pipeline_action))
     if spec.levels:  # the reranker answered /health, so a search through the connector must reach it too
-        log(predict_check(client, model_id, InstallError))
+        log(predict_check(client, model_id))
     else:
         log("predict check skipped: the reranker is not up (install again once it is, to check the connector)")
     return rows

@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from lref_plugin.install import DEFAULT_READ_TIMEOUT_S
+from engine.install import DEFAULT_READ_TIMEOUT_S
 from reranker.console import api_key_from, check_port, fail
 from reranker.core import DEFAULT_MIN_TIER
 
@@ -145,7 +145,7 @@ def status(
 
 
 def _cluster_status(url: str, access) -> dict:
-    from lref_plugin.install import call, connect
+    from engine.client import call, connect
 
     client = connect(url, access)
     info = client.info()
@@ -187,7 +187,7 @@ def plugin_zip(
     import hashlib
     import shutil
 
-    from lref_plugin.build import build_tier_filter
+    from engine.build import build_tier_filter
 
     check_version(version)
     if out_dir.exists() and not out_dir.is_dir():
@@ -217,8 +217,8 @@ def install(
 ) -> None:
     """Create or update ML Commons settings, the connector, the model and the search pipelines
     (on a secured cluster, as a user who may create connectors: its admin)."""
-    from lref_plugin.install import InstallSpec
-    from lref_plugin.install import install as run_install
+    from engine.install import InstallSpec
+    from engine.install import install as run_install
 
     api_key = api_key_from(api_key_file)
     spec = InstallSpec(
@@ -246,7 +246,7 @@ def load(
     ca_cert: Optional[Path] = ca_cert_option,
 ) -> None:
     """Bulk-index a product catalog (with a progress bar)."""
-    from lref_plugin.install import connect
+    from engine.client import connect
 
     from .catalog import load as load_catalog
 

@@ -10,6 +10,7 @@ from dataclasses import replace
 
 import httpx
 
+from engine.client import EngineError
 from reranker.core import DEFAULT_MIN_TIER, load_scheme
 
 
@@ -26,7 +27,7 @@ def served_policy(reranker_url: str, api_key: str | None = None, timeout_s: floa
     return policy if ok else None
 
 
-def agreed(spec, served: dict | None, error: type[Exception]):
+def agreed(spec, served: dict | None):
     """(the spec with the reranker's min tier and levels, a line saying where they came from). An
     option the user gave that disagrees with the running reranker is an error: the pipeline would
     drop other hits than the reranker reports as dropped."""
@@ -35,10 +36,10 @@ def agreed(spec, served: dict | None, error: type[Exception]):
         return resolved, (f"not reachable, so min tier {resolved.min_tier} and scheme {resolved.scheme} as given or by "
                           "default (install again once it is up to take its own)")
     if spec.min_tier and spec.min_tier != served["min_tier"]:
-        raise error(f"--min-tier {spec.min_tier} disagrees with the reranker at {spec.reranker_url}, which keeps "
+        raise EngineError(f"--min-tier {spec.min_tier} disagrees with the reranker at {spec.reranker_url}, which keeps "
                     f"{served['min_tier']} and up (its judge card or `lref serve --min-tier`): give the same or leave it out")
     if spec.scheme and [lv.name for lv in load_scheme(spec.scheme).levels] != served["levels"]:
-        raise error(f"--scheme {spec.scheme} disagrees with the reranker at {spec.reranker_url}, whose levels are "
+        raise EngineError(f"--scheme {spec.scheme} disagrees with the reranker at {spec.reranker_url}, whose levels are "
                     f"{', '.join(served['levels'])}: give the same scheme or leave it out")
     resolved = replace(spec, min_tier=served["min_tier"], levels=tuple(served["levels"]),
                        scheme=spec.scheme or served.get("scheme") or "four_level")

@@ -1,7 +1,7 @@
 """OpenSearch artefacts on Maven Central: which version, where, and a verified download.
 
 Every download is checked before it lands in the cache:
-- against its SHA-256 pin in the lock (`definitions/artifacts.lock.json`, or the file named by
+- against its SHA-256 pin in the lock (`opensearch/artifacts.lock.json`, or the file named by
   `LREF_ARTIFACTS_LOCK`), which covers everything the default version needs;
 - only for a file the lock does not cover, against the `.sha1` Maven publishes next to it
   (Maven Central stopped serving that for some plugin zips, hence the lock);
@@ -26,10 +26,11 @@ from xml.etree import ElementTree
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
+from engine import DEFINITIONS
 from reranker.errors import LrefError
 
 MAVEN_CENTRAL = "https://repo1.maven.org/maven2"
-LOCK_FILE = Path(__file__).parent / "definitions" / "artifacts.lock.json"
+LOCK_FILE = DEFINITIONS / "artifacts.lock.json"
 # Newest 3.x whose distribution and all four plugins are on Maven Central (checked 2026-11:
 # 3.7/3.8 have the distribution but no ML Commons or neural-search yet).
 DEFAULT_VERSION = "3.6.0"

@@ -15,7 +15,7 @@ from rich.table import Table
 
 from reranker.console import api_key_from, fail
 
-from ..access import access_from, ca_cert_option, password_file_option, user_option
+from engine.access import access_from, ca_cert_option, password_file_option, user_option
 from . import AuditError
 from .levels import Levels
 
@@ -49,7 +49,7 @@ def _levels(scheme: str | None, judge: bool, reranker_url: str, api_key: str | N
     (its /health), which --scheme may only repeat, since its labels fill the judgments' gaps."""
     if not judge:
         return Levels.named(scheme or "four_level")
-    from lref_plugin.policy import served_policy
+    from engine.policy import served_policy
 
     served = served_policy(reranker_url, api_key, timeout_s=10)
     if served is None:
@@ -120,7 +120,7 @@ def audit(
     ca_cert: Optional[Path] = ca_cert_option,
 ) -> None:
     """Measure search pipelines against judgments on the real index (metrics, filter audit, report)."""
-    from lref_plugin.install import connect
+    from engine.client import connect
 
     from . import gate, html_report, llm_judge, metrics, plots, report, search
     from .judgments import query_set, read_judgments, read_queries

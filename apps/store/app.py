@@ -19,7 +19,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from reranker.service.errors import install_error_handlers  # fastapi only: no torch
 
-from ..access import NO_ACCESS, Access
+from engine.access import NO_ACCESS, Access
 
 PIPELINE = "lref-rerank"
 SOURCE_FIELDS = ["title", "brand", "category", "price", "color", "size"]
@@ -162,7 +162,7 @@ class Store:
 
 
 def _static(name: str) -> str:
-    return resources.files("lref_opensearch.store").joinpath("static", name).read_text(encoding="utf-8")
+    return resources.files("apps.store").joinpath("static", name).read_text(encoding="utf-8")
 
 
 def create_store_app(config: StoreConfig) -> FastAPI:

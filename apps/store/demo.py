@@ -19,11 +19,11 @@ import httpx
 import typer
 from rich.console import Console
 
-from lref_plugin.install import DEFAULT_READ_TIMEOUT_S
-from reranker.console import bind_problem, fail
+from engine.access import NO_ACCESS, access_from, ca_cert_option, password_file_option, user_option
+from engine.install import DEFAULT_READ_TIMEOUT_S
+from reranker.console import bind_problem, fail, stop_process
 from reranker.errors import LrefError
 
-from ..access import NO_ACCESS, access_from, ca_cert_option, password_file_option, user_option
 from .app import StoreConfig, create_store_app, model_name
 
 out = Console(soft_wrap=True)  # log lines stay whole lines, whatever the terminal's width
@@ -40,7 +40,7 @@ class DemoError(LrefError, RuntimeError):
 # ---- inputs ----------------------------------------------------------------------------------
 
 def sample_catalog() -> Path:
-    return Path(str(resources.files("lref_opensearch.store").joinpath("sample_catalog.jsonl")))
+    return Path(str(resources.files("apps.store").joinpath("sample_catalog.jsonl")))
 
 
 def choose_catalog(catalog: str | None) -> tuple[Path, str]:
@@ -78,7 +78,7 @@ class Reranker:
     def __init__(self, port: int, judge: dict) -> None:
         self.url = f"http://127.0.0.1:{port}"
         self.log_path = Path(tempfile.gettempdir()) / f"lref-demo-reranker-{port}.log"
-        cmd = [sys.executable, "-m", "reranker.cli", "serve", "--host", "127.0.0.1", "--port", str(port), *judge_args(judge)]
+        cmd = [sys.executable, "-m", "lref", "serve", "--host", "127.0.0.1", "--port", str(port), *judge_args(judge)]
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                          start_new_session=True)
@@ -106,18 +106,13 @@ class Reranker:
     def stop(self) -> None:
         if self.proc.poll() is None:
             out.print(f"stopping the reranker at {self.url}")
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
 
 def node_up_or_reused(settings, started: contextlib.ExitStack, timeout_s: float) -> str:
     """Reuse whatever answers at the node's URL (ours or not); otherwise start one and register
     its stop. Returns the node's URL."""
-    from ..node import add_user, down, http_json, read_pid, start, wait_healthy
+    from engine.node import add_user, down, http_json, read_pid, start, wait_healthy
 
     if read_pid(settings) is not None:
         wait_healthy(settings, timeout_s)
@@ -140,7 +135,7 @@ def node_up_or_reused(settings, started: contextlib.ExitStack, timeout_s: float)
 def load_once(client, path: Path, index: str) -> tuple[int, bool]:
     """Index the catalog unless this index already holds exactly this file (a fingerprint in the
     index mapping's _meta). Returns (product count, loaded now)."""
-    from ..catalog import load
+    from engine.catalog import load
 
     fingerprint = catalog_fingerprint(path)
     if client.indices.exists(index=index):
@@ -198,13 +193,14 @@ def demo(
 ) -> None:
     """Start (or reuse) OpenSearch, start the reranker, load a catalog, install the pipeline and serve
     the demo store (BM25 and LLM-tiered results side by side) on localhost. Ctrl-C stops what it started."""
-    from lref_plugin.install import InstallSpec, connect, install
+    from engine.client import connect
+    from engine.install import InstallSpec, install
     from opensearchpy.exceptions import OpenSearchException
 
     from reranker.api import build_config
 
-    from ..catalog import check_index_name, read_catalog
-    from ..node import NodeSettings, default_heap, heap_problem
+    from engine.catalog import check_index_name, read_catalog
+    from engine.node import NodeSettings, default_heap, heap_problem
 
     # Everything that can be checked is checked before anything starts.
     for option, value in (("--port", port), ("--opensearch-port", opensearch_port),

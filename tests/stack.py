@@ -15,12 +15,12 @@ from pathlib import Path
 
 import httpx
 
-from lref_opensearch import artifacts, security
-from lref_opensearch.node import NodeSettings
+from engine import artifacts, security
+from engine.node import NodeSettings
 
 
 def lref(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "reranker.cli", *args], capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "lref", *args], capture_output=True, text=True, timeout=timeout)
 
 
 def install(node: "TestNode", reranker_url: str, *extra: str, read_timeout_s: float = 2) -> subprocess.CompletedProcess:

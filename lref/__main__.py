@@ -1,0 +1,5 @@
+import sys
+
+from lref.cli import main
+
+sys.exit(main())
