@@ -146,5 +146,5 @@ def _index(client: OpenSearch, products: list[dict], index: str, recreate: bool,
         else:
             kept = f"{done} of {len(products)} products were written into the existing index {index}"
         raise EngineError(f"{len(failures)} product(s) were refused by OpenSearch ({kept}); first: "
-                           f"product_id {first.get('_id')}: {why}")
+                          f"product_id {first.get('_id')}: {why}")
     return done

@@ -56,7 +56,7 @@ def connect(url: str, access: Access = NO_ACCESS) -> OpenSearch:
     except TransportError as exc:
         if exc.status_code == 401:
             raise EngineError(f"{url} refused the credentials (HTTP 401): pass --user and --password-file "
-                               "of a user of that cluster") from exc
+                              "of a user of that cluster") from exc
         if exc.status_code == 403:
             raise EngineError(f"{url}: user {access.user} may not read the cluster (HTTP 403)") from exc
         raise EngineError(f"{url} is not an OpenSearch node (HTTP {exc.status_code})") from exc

@@ -37,10 +37,10 @@ def agreed(spec, served: dict | None):
                           "default (install again once it is up to take its own)")
     if spec.min_tier and spec.min_tier != served["min_tier"]:
         raise EngineError(f"--min-tier {spec.min_tier} disagrees with the reranker at {spec.reranker_url}, which keeps "
-                    f"{served['min_tier']} and up (its judge card or `lref serve --min-tier`): give the same or leave it out")
+                          f"{served['min_tier']} and up (its judge card or `lref serve --min-tier`): give the same or leave it out")
     if spec.scheme and [lv.name for lv in load_scheme(spec.scheme).levels] != served["levels"]:
         raise EngineError(f"--scheme {spec.scheme} disagrees with the reranker at {spec.reranker_url}, whose levels are "
-                    f"{', '.join(served['levels'])}: give the same scheme or leave it out")
+                          f"{', '.join(served['levels'])}: give the same scheme or leave it out")
     resolved = replace(spec, min_tier=served["min_tier"], levels=tuple(served["levels"]),
                        scheme=spec.scheme or served.get("scheme") or "four_level")
     return resolved, f"min tier {resolved.min_tier}, levels {', '.join(resolved.levels)} (read from its /health)"

@@ -27,5 +27,5 @@ def predict_check(client: OpenSearch, model_id: str) -> str:
     decoded = decode_score(score)
     if decoded is None:
         raise EngineError(f"predict through the connector gave {score}, which is not one of the reranker's tier-encoded "
-                    "scores: is the connector's URL an lref reranker?")
+                          "scores: is the connector's URL an lref reranker?")
     return f"one document judged through the engine: tier {decoded[0]} (score {score:.5f})"
